@@ -1,0 +1,111 @@
+//! Putting the service together: settings → database → auth → router → bound listener, and
+//! serving it until a shutdown signal, finishing requests in flight.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+use crate::auth::Auth;
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::tokens::TokenKeys;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::secret_file;
+use crate::store::{self, Db};
+
+/// A built service, bound to its port, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    db: Db,
+}
+
+impl App {
+    /// Connects the database (running migrations unless disabled), loads the signing key and
+    /// binds the listener. Fails with a message naming what is wrong.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (db, sqlite_file) = store::connect(&settings.database)?;
+        if settings.database.auto_migrate {
+            store::migrate(&db)
+                .await
+                .context("cannot prepare the database (is DATABASE_URL reachable?)")?;
+        }
+        let secret: SecretString = match &settings.jwt.secret {
+            Some(secret) => secret.clone(),
+            None => secret_file::load_or_create(sqlite_file.as_deref())?,
+        };
+        let auth = Auth::new(
+            db.clone(),
+            PasswordHasher::new(settings.bcrypt_cost),
+            TokenKeys::new(&settings.jwt, &secret),
+        );
+        let state = AppState {
+            auth: Arc::new(auth),
+            ready_timeout: settings.database.acquire_timeout,
+        };
+        let router = http::router(state, settings.request_timeout);
+        let address = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (HOST, PORT)"))?;
+        Ok(Self {
+            listener,
+            router,
+            db,
+        })
+    }
+
+    /// The address actually bound (useful with `PORT=0`).
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests in flight finish
+    /// and closes the pool.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(address = %self.local_addr()?, database = self.db.kind(), "listening");
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server failed")?;
+        self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

@@ -1,0 +1,144 @@
+//! Use cases of the auth service: sign-up, login and "who is this token". No HTTP, no SQL.
+
+pub mod passwords;
+pub mod tokens;
+
+use secrecy::SecretString;
+use tracing::Instrument;
+
+use crate::domain::{Email, NewPassword, NewUser, User};
+use crate::store::{Db, StoreError, UniqueField};
+use passwords::PasswordHasher;
+use tokens::{AccessToken, TokenKeys};
+
+/// Why a use case did not succeed, in the words of the auth layer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown account or wrong password: deliberately one case.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Missing, malformed, expired or foreign token, or its user is gone.
+    #[error("invalid token")]
+    InvalidToken,
+    /// Sign-up collided with an existing account.
+    #[error("{0:?} already taken")]
+    Taken(UniqueField),
+    /// The database is not answering.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A bug or corrupt data.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(field) => Self::Taken(field),
+            StoreError::Unavailable(source) => Self::Unavailable(source),
+            StoreError::Unexpected(source) => Self::Unexpected(source),
+        }
+    }
+}
+
+/// How a login names its account.
+#[derive(Debug)]
+pub enum LoginName {
+    /// The JSON `email` field.
+    Email(String),
+    /// The JSON or form `username` field, which may also hold an e-mail address.
+    UsernameOrEmail(String),
+}
+
+/// The auth service: storage, hashing and token keys together.
+#[derive(Debug)]
+pub struct Auth {
+    db: Db,
+    hasher: PasswordHasher,
+    tokens: TokenKeys,
+}
+
+impl Auth {
+    /// Puts the parts together.
+    pub fn new(db: Db, hasher: PasswordHasher, tokens: TokenKeys) -> Self {
+        Self { db, hasher, tokens }
+    }
+
+    /// The database, for readiness checks.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Creates an account. Duplicates are caught before hashing (cheap) and again by the unique
+    /// indexes (race-proof), so concurrent sign-ups give one account and the rest [`AuthError::Taken`].
+    #[tracing::instrument(skip_all)]
+    pub async fn signup(&self, new: NewUser, password: NewPassword) -> Result<User, AuthError> {
+        if let Some(field) = self.db.taken(&new.email, &new.username).await? {
+            return Err(AuthError::Taken(field));
+        }
+        let hash = self
+            .hasher
+            .hash(password.into_secret())
+            .instrument(tracing::info_span!("hash_password"))
+            .await?;
+        let user = self.db.insert_user(&new, &hash).await?;
+        tracing::info!(user_id = %user.id, "account created");
+        Ok(user)
+    }
+
+    /// Checks credentials and issues an access token. An unknown account costs the same bcrypt
+    /// verification as a known one, so timing does not reveal which accounts exist.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(
+        &self,
+        name: LoginName,
+        password: SecretString,
+    ) -> Result<AccessToken, AuthError> {
+        let credentials = match &name {
+            LoginName::Email(raw) => self.by_email(raw).await?,
+            LoginName::UsernameOrEmail(raw) if raw.contains('@') => self.by_email(raw).await?,
+            LoginName::UsernameOrEmail(raw) => self.db.credentials_by_username(raw).await?,
+        };
+        let (user_id, stored) = match credentials {
+            Some(c) => (Some(c.user_id), Some(c.hashed_password)),
+            None => (None, None),
+        };
+        let matched = self
+            .hasher
+            .verify(password, stored)
+            .instrument(tracing::info_span!("verify_password"))
+            .await?;
+        match (matched, user_id) {
+            (true, Some(user_id)) => {
+                tracing::info!(%user_id, "login succeeded");
+                Ok(self.tokens.issue(user_id)?)
+            }
+            _ => {
+                tracing::info!(?user_id, "login failed");
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    async fn by_email(
+        &self,
+        raw: &str,
+    ) -> Result<Option<crate::store::StoredCredentials>, StoreError> {
+        match Email::parse(raw) {
+            Ok(email) => self.db.credentials_by_email(&email).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The user an access token speaks for.
+    pub async fn current_user(&self, token: &str) -> Result<User, AuthError> {
+        let user_id = self.tokens.verify(token).map_err(|err| {
+            tracing::debug!(%err, "access token refused");
+            AuthError::InvalidToken
+        })?;
+        self.db
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)
+    }
+}

@@ -1,0 +1,137 @@
+//! [`ApiError`]: every error the API returns, mapped to its status and FastAPI-shaped body here
+//! and nowhere else.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::domain::FieldRule;
+use crate::store::UniqueField;
+
+/// The body of a 401 from login: the same for an unknown account and a wrong password.
+pub const BAD_LOGIN: &str = "Incorrect username or password";
+/// The body of a 401 from an authenticated route, whatever was wrong with the token.
+pub const BAD_TOKEN: &str = "Could not validate credentials";
+
+/// One entry of a 422 body, as FastAPI (pydantic) writes it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where the bad value is: `["body"]` or `["body", "<field>"]`.
+    pub loc: Vec<String>,
+    /// A sentence for people.
+    pub msg: String,
+    /// A code for programs.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    /// An error about one body field.
+    pub fn field(name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        Self {
+            loc: vec!["body".to_owned(), name.to_owned()],
+            msg: msg.into(),
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// A domain rule that `name` broke.
+    pub fn rule(name: &str, rule: &impl FieldRule) -> Self {
+        Self::field(name, rule.to_string(), rule.code())
+    }
+
+    /// An error about the body as a whole (malformed JSON, wrong content type).
+    pub fn body(msg: impl Into<String>, kind: &str) -> Self {
+        Self {
+            loc: vec!["body".to_owned()],
+            msg: msg.into(),
+            kind: kind.to_owned(),
+        }
+    }
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422: the request's fields, each with what is wrong.
+    #[error("invalid request")]
+    Validation(Vec<FieldError>),
+    /// 401 with `WWW-Authenticate: Bearer`.
+    #[error("unauthorized")]
+    Unauthorized(&'static str),
+    /// 409.
+    #[error("conflict")]
+    Conflict(&'static str),
+    /// 413: the body is over the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 503: the database is not answering.
+    #[error("service unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// 500: logged in full, never described to the client.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidCredentials => Self::Unauthorized(BAD_LOGIN),
+            AuthError::InvalidToken => Self::Unauthorized(BAD_TOKEN),
+            AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
+            AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
+            AuthError::Unavailable(source) => Self::Unavailable(source.into()),
+            AuthError::Unexpected(source) => Self::Unexpected(source),
+        }
+    }
+}
+
+/// The `detail` FastAPI gives for a bare status (used for 404, 405 and errors from middleware).
+pub fn detail_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+        StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
+        other => other.canonical_reason().unwrap_or("Error"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Validation(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "detail": errors })),
+            )
+                .into_response(),
+            Self::Unauthorized(detail) => {
+                let mut response = detail_response(StatusCode::UNAUTHORIZED, detail);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            Self::Conflict(detail) => detail_response(StatusCode::CONFLICT, detail),
+            Self::PayloadTooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::Unavailable(source) => {
+                tracing::warn!(error = format!("{source:#}"), "database unavailable");
+                plain(StatusCode::SERVICE_UNAVAILABLE)
+            }
+            Self::Unexpected(source) => {
+                tracing::error!(error = format!("{source:#}"), "request failed");
+                plain(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+fn plain(status: StatusCode) -> Response {
+    detail_response(status, detail_for(status))
+}
+
+/// `{"detail": "<detail>"}` with `status`.
+pub fn detail_response(status: StatusCode, detail: &str) -> Response {
+    (status, Json(json!({ "detail": detail }))).into_response()
+}

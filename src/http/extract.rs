@@ -1,0 +1,202 @@
+//! Extractors that turn requests into fields and users, rejecting with [`ApiError`] so every
+//! rejection has the API's shape (axum's own rejections are plain text).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde_json::Value;
+
+use super::AppState;
+use super::error::{ApiError, BAD_TOKEN, FieldError};
+use crate::domain::{FieldRule, User};
+
+/// The fields of a request body, read from a JSON object or, where allowed, a form.
+#[derive(Debug, Default)]
+pub struct Fields(HashMap<String, Value>);
+
+/// A JSON object body (`Content-Type: application/json`).
+#[derive(Debug)]
+pub struct JsonFields(pub Fields);
+
+/// A JSON object body, or an `application/x-www-form-urlencoded` form (OAuth2 password grant).
+#[derive(Debug)]
+pub struct JsonOrFormFields(pub Fields);
+
+impl<S: Send + Sync> FromRequest<S> for JsonFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_fields(req, state, false).await.map(Self)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonOrFormFields {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_fields(req, state, true).await.map(Self)
+    }
+}
+
+async fn read_fields<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    allow_form: bool,
+) -> Result<Fields, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let is_json = content_type == "application/json"
+        || (content_type.starts_with("application/") && content_type.ends_with("+json"));
+    let is_form = allow_form && content_type == "application/x-www-form-urlencoded";
+    if !is_json && !is_form {
+        let expected = if allow_form {
+            "application/json or application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        return Err(ApiError::Validation(vec![FieldError::body(
+            format!("Content-Type must be {expected}"),
+            "content_type",
+        )]));
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::Validation(vec![FieldError::body(
+                "The request body could not be read",
+                "body_unreadable",
+            )])
+        }
+    })?;
+    if is_form {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            ApiError::Validation(vec![FieldError::body(
+                "The form could not be parsed",
+                "form_invalid",
+            )])
+        })?;
+        return Ok(Fields(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(Fields(map.into_iter().collect())),
+        Ok(_) => Err(ApiError::Validation(vec![FieldError::body(
+            "Input should be a valid dictionary or object",
+            "model_attributes_type",
+        )])),
+        Err(err) => Err(ApiError::Validation(vec![FieldError::body(
+            describe(&err),
+            "json_invalid",
+        )])),
+    }
+}
+
+/// A description of a JSON syntax error that never echoes the input (it may hold a password).
+fn describe(err: &serde_json::Error) -> String {
+    let what = match err.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Syntax => "invalid syntax",
+        serde_json::error::Category::Data => "invalid data",
+        serde_json::error::Category::Io => "unreadable input",
+    };
+    format!(
+        "JSON decode error: {what} at line {}, column {}",
+        err.line(),
+        err.column()
+    )
+}
+
+impl Fields {
+    /// Whether the client sent `name` at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// A required string field; records `missing` or `string_type` in `errors` otherwise.
+    pub fn required(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+        match self.0.remove(name) {
+            None => {
+                errors.push(FieldError::field(name, "Field required", "missing"));
+                None
+            }
+            Some(value) => Self::string(name, value, errors),
+        }
+    }
+
+    /// An optional string field; `null` counts as absent.
+    pub fn optional(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => None,
+            Some(value) => Self::string(name, value, errors),
+        }
+    }
+
+    fn string(name: &str, value: Value, errors: &mut Vec<FieldError>) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s),
+            _ => {
+                errors.push(FieldError::field(
+                    name,
+                    "Input should be a valid string",
+                    "string_type",
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Parses a field's raw value into a domain type, recording the broken rule in `errors`.
+pub fn check<T, E: FieldRule>(
+    name: &str,
+    parsed: Result<T, E>,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    parsed
+        .map_err(|rule| errors.push(FieldError::rule(name, &rule)))
+        .ok()
+}
+
+/// The user the request's `Authorization: Bearer` token speaks for; 401 otherwise.
+#[derive(Debug)]
+pub struct CurrentUser(pub User);
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
+        let state = AppState::from_ref(state);
+        Ok(Self(state.auth.current_user(token).await?))
+    }
+}

@@ -1,0 +1,4 @@
+//! Route handlers, one group per file.
+
+pub mod auth;
+pub mod health;

@@ -1,0 +1,107 @@
+//! Persistence: one [`Db`] over PostgreSQL or SQLite, with the same SQL text for both.
+//!
+//! Both databases accept `$n` placeholders and `RETURNING`, so each query is written once and
+//! [`dispatch!`] runs it on whichever pool is configured. Callers see [`StoreError`], never a
+//! driver error: unique violations become [`StoreError::Conflict`], a database that cannot be
+//! reached becomes [`StoreError::Unavailable`].
+
+mod connect;
+mod users;
+
+pub use connect::{connect, migrate};
+pub use users::{StoredCredentials, UniqueField};
+
+use sqlx::{PgPool, SqlitePool};
+
+/// A connection pool to the configured database.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// Production database.
+    Postgres(PgPool),
+    /// Embedded default and tests.
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool `$db` holds; the body is compiled once
+/// per database, so the same query text is checked against both drivers' types.
+macro_rules! dispatch {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// What went wrong in the store, in the store's words.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the row.
+    #[error("{0:?} is already taken")]
+    Conflict(UniqueField),
+    /// The database could not be reached in time (down, restarting, pool exhausted).
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or corrupt data.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            return Self::Unavailable(err);
+        }
+        if let Some(field) = UniqueField::violated(&err) {
+            return Self::Conflict(field);
+        }
+        Self::Unexpected(anyhow::Error::new(err).context("database query failed"))
+    }
+}
+
+/// Whether `err` means "the database is not answering" rather than "this query is wrong".
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // 08 connection exception, 53 insufficient resources, 57P0x shutting down or
+                // cannot connect now.
+                let code = pg.code();
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+            } else {
+                // SQLite's primary codes 5 (BUSY) and 6 (LOCKED), after busy_timeout ran out.
+                db.code()
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+            }
+        }
+        _ => false,
+    }
+}
+
+impl Db {
+    /// Answers `Ok` when the database executes a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop)?);
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        dispatch!(self, pool => pool.close().await);
+    }
+
+    /// Which database this is, for logs and readiness.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}

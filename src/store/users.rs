@@ -1,0 +1,180 @@
+//! SQL for the `users` table.
+
+use sqlx::FromRow;
+use time::OffsetDateTime;
+
+use super::{Db, StoreError, dispatch};
+use crate::domain::{Email, NewUser, User, UserId, Username};
+
+/// The unique field a new account collided with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueField {
+    /// Another account has this e-mail address (case-insensitively).
+    Email,
+    /// Another account has this username (case-insensitively).
+    Username,
+}
+
+impl UniqueField {
+    /// Reads which unique index refused a row: PostgreSQL names the constraint, SQLite names
+    /// the index in its message.
+    pub(super) fn violated(err: &sqlx::Error) -> Option<Self> {
+        let db = err.as_database_error()?;
+        if !db.is_unique_violation() {
+            return None;
+        }
+        let name = db.constraint().unwrap_or_else(|| db.message());
+        if name.contains("email") {
+            Some(Self::Email)
+        } else if name.contains("username") {
+            Some(Self::Username)
+        } else {
+            None
+        }
+    }
+}
+
+/// What login needs of an account: its id and password hash.
+pub struct StoredCredentials {
+    /// The account.
+    pub user_id: UserId,
+    /// bcrypt hash (`$2a$`, `$2b$` or `$2y$`).
+    pub hashed_password: String,
+}
+
+impl std::fmt::Debug for StoredCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredentials")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    email: String,
+    username: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: UserId::new(row.id),
+            email: row.email,
+            username: row.username,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct CredentialsRow {
+    id: i64,
+    hashed_password: String,
+}
+
+/// The columns a [`UserRow`] reads, spliced into queries with `concat!` (SQL text stays static).
+macro_rules! user_columns {
+    () => {
+        "id, email, username, created_at, updated_at"
+    };
+}
+
+impl Db {
+    /// The user with `id`, if it exists.
+    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        let row = dispatch!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+            .bind(id.get())
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(User::from))
+    }
+
+    /// Login credentials for the account with this e-mail address (case-insensitive).
+    pub async fn credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<StoredCredentials>, StoreError> {
+        const SQL: &str = "SELECT id, hashed_password FROM users WHERE lower(email) = lower($1)";
+        self.credentials(SQL, email.as_str()).await
+    }
+
+    /// Login credentials for the account with this username (case-insensitive).
+    pub async fn credentials_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<StoredCredentials>, StoreError> {
+        const SQL: &str = "SELECT id, hashed_password FROM users WHERE lower(username) = lower($1)";
+        self.credentials(SQL, username).await
+    }
+
+    async fn credentials(
+        &self,
+        sql: &'static str,
+        key: &str,
+    ) -> Result<Option<StoredCredentials>, StoreError> {
+        let row = dispatch!(self, pool => sqlx::query_as::<_, CredentialsRow>(sql)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|r| StoredCredentials {
+            user_id: UserId::new(r.id),
+            hashed_password: r.hashed_password,
+        }))
+    }
+
+    /// Which of `email` and `username` another account already holds (e-mail checked first).
+    pub async fn taken(
+        &self,
+        email: &Email,
+        username: &Username,
+    ) -> Result<Option<UniqueField>, StoreError> {
+        const SQL: &str = "SELECT lower(email) = lower($1) FROM users \
+                           WHERE lower(email) = lower($1) OR lower(username) = lower($2)";
+        let hits: Vec<bool> = dispatch!(self, pool => sqlx::query_scalar(SQL)
+            .bind(email.as_str())
+            .bind(username.as_str())
+            .fetch_all(pool)
+            .await?);
+        Ok(match (hits.contains(&true), hits.is_empty()) {
+            (true, _) => Some(UniqueField::Email),
+            (false, false) => Some(UniqueField::Username),
+            (false, true) => None,
+        })
+    }
+
+    /// Stores a new account. A concurrent sign-up that took the e-mail or username first makes
+    /// this return [`StoreError::Conflict`].
+    pub async fn insert_user(
+        &self,
+        new: &NewUser,
+        hashed_password: &str,
+    ) -> Result<User, StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO users (email, username, hashed_password, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $4) RETURNING ",
+            user_columns!()
+        );
+        let now = now_micros();
+        let row = dispatch!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+            .bind(new.email.as_str())
+            .bind(new.username.as_str())
+            .bind(hashed_password)
+            .bind(now)
+            .fetch_one(pool)
+            .await?);
+        Ok(row.into())
+    }
+}
+
+/// Now, cut to microseconds: PostgreSQL keeps no more, so both databases return the same value.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
