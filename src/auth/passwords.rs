@@ -10,6 +10,8 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
+use crate::domain::password::MAX_BYTES;
+
 /// The salt-and-hash part of a real bcrypt hash. Prefixed with `$2b$NN$` it makes a well-formed
 /// hash of any cost, which no password matches; verifying against it costs exactly what
 /// verifying a real hash of that cost does, without hashing anything at start-up.
@@ -51,15 +53,18 @@ impl PasswordHasher {
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
         let cost = self.cost;
         self.run(move || {
-            bcrypt::non_truncating_hash(password.expose_secret(), cost)
-                .context("bcrypt could not hash the password")
+            let password = password.expose_secret().as_bytes();
+            // bcrypt reads 72 bytes; the sign-up policy refuses longer passwords, and this
+            // check keeps the hasher honest on its own.
+            anyhow::ensure!(password.len() <= MAX_BYTES, "password longer than 72 bytes");
+            bcrypt::hash(password, cost).context("bcrypt could not hash the password")
         })
         .await
     }
 
-    /// Checks `password` against `stored`; with no stored hash (unknown account) it verifies
-    /// against a dummy hash of the configured cost and answers `false`, so both cases take the
-    /// same time. A password too long for bcrypt simply does not match.
+    /// Checks `password` against `stored`; with no stored hash (unknown account), or a password
+    /// longer than bcrypt reads (which no stored hash can match), it verifies against a dummy
+    /// hash of the configured cost and answers `false`, so every case takes the same time.
     pub async fn verify(
         &self,
         password: SecretString,

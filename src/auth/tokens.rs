@@ -66,7 +66,10 @@ impl TokenKeys {
     pub fn new(settings: &JwtSettings, secret: &SecretString) -> Self {
         let bytes = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(settings.algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        required.extend(settings.issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         validation.leeway = LEEWAY_SECS;
         match &settings.issuer {
             Some(iss) => validation.set_issuer(&[iss]),

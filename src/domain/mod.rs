@@ -5,7 +5,7 @@
 //! knows about HTTP or SQL.
 
 mod email;
-mod password;
+pub mod password;
 mod user;
 mod username;
 

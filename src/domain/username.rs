@@ -113,7 +113,8 @@ mod tests {
     proptest! {
         #[test]
         fn generated_valid_usernames_parse(raw in "[A-Za-z0-9][A-Za-z0-9_.-]{2,31}") {
-            prop_assert_eq!(Username::parse(&raw).expect("valid").as_str(), raw.as_str());
+            let name = Username::parse(&raw).expect("valid");
+            prop_assert_eq!(name.as_str(), raw.as_str());
         }
 
         #[test]

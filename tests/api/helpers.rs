@@ -1,0 +1,422 @@
+//! Spawning the real app on a random port with its own fresh database, and talking HTTP to it.
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use cerego::app::App;
+use cerego::config::{DatabaseSettings, JwtSettings, LogFormat, Settings};
+use reqwest::{Client, Response};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The signing key every test app uses, so tests can mint their own tokens.
+pub const TEST_SECRET: &str = "test-secret-key-with-at-least-32-bytes!";
+/// A password that passes the policy.
+pub const GOOD_PASSWORD: &str = "correct horse battery staple";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates, for each `async fn name(backend: Backend)`, the tests `name::sqlite` and
+/// `name::postgres`. The PostgreSQL half runs when `TEST_DATABASE_URL` is set.
+#[macro_export]
+macro_rules! db_tests {
+    ($($(#[$meta:meta])* async fn $name:ident($backend:ident: $ty:ty) $body:block)*) => {$(
+        $(#[$meta])*
+        async fn $name($backend: $ty) $body
+
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::postgres_url().is_some() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        }
+    )*};
+}
+
+/// `TEST_DATABASE_URL`, or `None` (with a notice) when the PostgreSQL half is skipped.
+pub fn postgres_url() -> Option<String> {
+    static NOTICE: Once = Once::new();
+    let url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        NOTICE.call_once(|| {
+            eprintln!("SKIPPED: PostgreSQL half (set TEST_DATABASE_URL to run it)");
+        });
+    }
+    url
+}
+
+fn init_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty()) {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("debug,sqlx=info,hyper=info")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A fresh, empty database that is deleted when dropped.
+pub enum TestDb {
+    Sqlite {
+        dir: tempfile::TempDir,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::Sqlite {
+                dir: tempfile::tempdir().expect("temporary directory"),
+            },
+            Backend::Postgres => {
+                let admin_url = postgres_url().expect("TEST_DATABASE_URL is set");
+                let name = format!("cerego_test_{}", random_hex(8));
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|err| {
+                        panic!("TEST_DATABASE_URL is set but PostgreSQL cannot be reached: {err}")
+                    });
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let url = with_database(&admin_url, &name);
+                Self::Postgres {
+                    admin_url,
+                    name,
+                    url,
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("cerego.db").display()),
+            Self::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// Runs one SQL statement with parameters against the test database, outside the app.
+    pub async fn execute(&self, sql: &'static str, args: &[&str]) {
+        match self {
+            Self::Sqlite { .. } => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url())
+                    .await
+                    .expect("connect");
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                query.execute(&mut conn).await.expect("sql");
+            }
+            Self::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = query.bind(*arg);
+                }
+                query.execute(&mut conn).await.expect("sql");
+            }
+        }
+    }
+
+    /// The stored password hash of the account with `email`.
+    pub async fn stored_hash(&self, email: &str) -> String {
+        const SQL: &str = "SELECT hashed_password FROM users WHERE email = $1";
+        match self {
+            Self::Sqlite { .. } => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url())
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(SQL)
+                    .bind(email)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("row")
+            }
+            Self::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(SQL)
+                    .bind(email)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("row")
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Self::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside a Tokio runtime that may be shutting down: use a thread of its own.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await?;
+                    admin.close().await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop test database {}", self.name_hint());
+            }
+        }
+    }
+}
+
+impl TestDb {
+    fn name_hint(&self) -> &str {
+        match self {
+            Self::Postgres { name, .. } => name,
+            Self::Sqlite { .. } => "sqlite",
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{host_part}/{name}?{query}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("randomness");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Settings for a test app on `url`: port 0, the test key, the cheapest bcrypt cost.
+pub fn test_settings(url: &str) -> Settings {
+    Settings {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        database: DatabaseSettings {
+            url: Some(SecretString::from(url.to_owned())),
+            max_connections: 5,
+            acquire_timeout: Duration::from_secs(2),
+            auto_migrate: true,
+        },
+        jwt: JwtSettings {
+            secret: Some(SecretString::from(TEST_SECRET)),
+            algorithm: jsonwebtoken::Algorithm::HS256,
+            access_token_ttl: Duration::from_secs(30 * 60),
+            issuer: None,
+            audience: None,
+        },
+        bcrypt_cost: 4,
+        request_timeout: Duration::from_secs(30),
+        log_format: LogFormat::Json,
+    }
+}
+
+/// A running app and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the app on a fresh database of `backend`.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the app on a fresh database of `backend`, with `tweak` applied to its settings.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::create(backend).await;
+    let mut settings = test_settings(&db.url());
+    tweak(&mut settings);
+    spawn_on(db, settings).await
+}
+
+/// Starts the app with `settings` (whose database is `db`).
+pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
+    init_logs();
+    let app = App::build(settings).await.expect("app builds");
+    let addr: SocketAddr = app.local_addr().expect("bound");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address: format!("http://{addr}"),
+        client: Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
+        db,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn signup(&self, email: &str, username: &str, password: &str) -> Response {
+        let body = json!({ "email": email, "username": username, "password": password });
+        self.post_json("/auth/signup", &body).await
+    }
+
+    /// Signs up `username` with `<username>@example.com` and [`GOOD_PASSWORD`]; returns the user.
+    pub async fn create_user(&self, username: &str) -> Value {
+        let response = self
+            .signup(&format!("{username}@example.com"), username, GOOD_PASSWORD)
+            .await;
+        assert_eq!(response.status(), 201, "sign-up of {username}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn login_json(&self, body: &Value) -> Response {
+        self.post_json("/auth/login", body).await
+    }
+
+    pub async fn login_form(&self, form: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.url("/auth/login"))
+            .form(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Logs `username` in with [`GOOD_PASSWORD`] and returns the access token.
+    pub async fn token_for(&self, username: &str) -> String {
+        let response = self
+            .login_json(&json!({ "username": username, "password": GOOD_PASSWORD }))
+            .await;
+        assert_eq!(response.status(), 200, "login of {username}");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn me(&self, token: &str) -> Response {
+        self.client
+            .get(self.url("/auth/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Triggers graceful shutdown and waits for the server to stop.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Triggers graceful shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts a `{"detail": "<detail>"}` response with `status`.
+pub async fn assert_detail(response: Response, status: u16, detail: &str) {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("json body");
+    assert_eq!(body, json!({ "detail": detail }));
+}
+
+/// Asserts a 422 and returns its `detail` entries as `(field, type)` pairs.
+pub async fn validation_errors(response: Response) -> Vec<(String, String)> {
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.expect("json body");
+    body["detail"]
+        .as_array()
+        .expect("detail is a list")
+        .iter()
+        .map(|entry| {
+            let loc: Vec<&str> = entry["loc"]
+                .as_array()
+                .expect("loc")
+                .iter()
+                .map(|p| p.as_str().expect("loc part"))
+                .collect();
+            assert_eq!(loc[0], "body");
+            assert!(entry["msg"].as_str().is_some_and(|m| !m.is_empty()));
+            (
+                loc.get(1).copied().unwrap_or("").to_owned(),
+                entry["type"].as_str().expect("type").to_owned(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,152 @@
+use jsonwebtoken::{DecodingKey, Validation};
+use serde_json::{Value, json};
+
+use crate::db_tests;
+use crate::helpers::{
+    Backend, GOOD_PASSWORD, TEST_SECRET, assert_detail, spawn_app, validation_errors,
+};
+
+/// Made by Python's bcrypt 5.0 (`bcrypt.hashpw(b"python-made secret 1", bcrypt.gensalt(12))`),
+/// as the FastAPI system stores it.
+const PYTHON_HASH: &str = "$2b$12$hAK2LFmE41dHYcAIWglcSeKL2w.bF5Ka0D85u8qKuE/QxRPOEXNgq";
+const PYTHON_PASSWORD: &str = "python-made secret 1";
+
+async fn assert_token_response(response: reqwest::Response, user_id: i64) {
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 1800);
+    let token = body["access_token"].as_str().expect("token");
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_secret(TEST_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("a standard JWT library verifies the token with the secret")
+    .claims;
+    assert_eq!(claims["sub"], user_id.to_string());
+    let (iat, exp) = (
+        claims["iat"].as_i64().expect("iat"),
+        claims["exp"].as_i64().expect("exp"),
+    );
+    assert_eq!(exp - iat, 1800);
+}
+
+async fn assert_bad_login(response: reqwest::Response) {
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_detail(response, 401, "Incorrect username or password").await;
+}
+
+db_tests! {
+    async fn login_by_email_returns_a_verifiable_bearer_token(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.create_user("ada").await;
+
+        let response = app
+            .login_json(&json!({ "email": "ADA@example.com ", "password": GOOD_PASSWORD }))
+            .await;
+
+        assert_token_response(response, user["id"].as_i64().expect("id")).await;
+    }
+
+    async fn login_by_username_ignores_its_case(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.create_user("Ada_L").await;
+
+        let response = app
+            .login_json(&json!({ "username": "ada_l", "password": GOOD_PASSWORD }))
+            .await;
+
+        assert_token_response(response, user["id"].as_i64().expect("id")).await;
+    }
+
+    async fn the_oauth2_password_form_accepts_a_username_or_an_email(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let id = app.create_user("ada").await["id"].as_i64().expect("id");
+
+        let by_name = app
+            .login_form(&[("grant_type", "password"), ("username", "ada"), ("password", GOOD_PASSWORD)])
+            .await;
+        assert_token_response(by_name, id).await;
+        let by_email = app
+            .login_form(&[("username", "ada@example.com"), ("password", GOOD_PASSWORD)])
+            .await;
+        assert_token_response(by_email, id).await;
+        let other_grant = app
+            .login_form(&[("grant_type", "client_credentials"), ("username", "ada"), ("password", GOOD_PASSWORD)])
+            .await;
+        let errors = validation_errors(other_grant).await;
+        assert_eq!(errors, [("grant_type".to_owned(), "string_pattern_mismatch".to_owned())]);
+    }
+
+    async fn wrong_password_and_unknown_account_get_the_same_401(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.create_user("ada").await;
+
+        let wrong = app.login_json(&json!({ "email": "ada@example.com", "password": "not the password" })).await;
+        let unknown = app.login_json(&json!({ "email": "nobody@example.com", "password": GOOD_PASSWORD })).await;
+        let unknown_name = app.login_form(&[("username", "nobody"), ("password", GOOD_PASSWORD)]).await;
+        let not_an_email = app.login_json(&json!({ "email": "nobody", "password": GOOD_PASSWORD })).await;
+        let too_long = app.login_json(&json!({ "email": "ada@example.com", "password": "x".repeat(100) })).await;
+        let empty = app.login_json(&json!({ "username": "ada", "password": "" })).await;
+
+        for response in [wrong, unknown, unknown_name, not_an_email, too_long, empty] {
+            assert_bad_login(response).await;
+        }
+    }
+
+    async fn missing_or_mistyped_login_fields_are_422(backend: Backend) {
+        let app = spawn_app(backend).await;
+
+        let nothing = validation_errors(app.login_json(&json!({})).await).await;
+        assert_eq!(
+            nothing,
+            [("username".to_owned(), "missing".to_owned()), ("password".to_owned(), "missing".to_owned())]
+        );
+        let mistyped = validation_errors(app.login_json(&json!({ "email": 5, "password": true })).await).await;
+        assert_eq!(
+            mistyped,
+            [("email".to_owned(), "string_type".to_owned()), ("password".to_owned(), "string_type".to_owned())]
+        );
+        let form = validation_errors(app.login_form(&[("username", "ada")]).await).await;
+        assert_eq!(form, [("password".to_owned(), "missing".to_owned())]);
+        let garbage = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(validation_errors(garbage).await, [(String::new(), "json_invalid".to_owned())]);
+    }
+
+    async fn hashes_made_by_python_bcrypt_log_in_in_every_variant(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let variants = [
+            ("py2b", PYTHON_HASH.to_owned()),
+            ("py2a", PYTHON_HASH.replacen("$2b$", "$2a$", 1)),
+            ("py2y", PYTHON_HASH.replacen("$2b$", "$2y$", 1)),
+        ];
+        for (name, hash) in &variants {
+            let email = format!("{name}@example.com");
+            app.db
+                .execute(
+                    "INSERT INTO users (email, username, hashed_password, created_at, updated_at) \
+                     VALUES ($1, $2, $3, '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z')",
+                    &[&email, name, hash],
+                )
+                .await;
+        }
+
+        for (name, _) in &variants {
+            let ok = app.login_form(&[("username", name), ("password", PYTHON_PASSWORD)]).await;
+            assert_eq!(ok.status(), 200, "{name}");
+            let wrong = app.login_form(&[("username", name), ("password", "python-made secret 2")]).await;
+            assert_bad_login(wrong).await;
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Black-box API tests: the real app on a random port, a fresh database per test, HTTP only.
+//! Every test runs on SQLite, and again on PostgreSQL when `TEST_DATABASE_URL` is set.
+
+mod helpers;
+
+mod health;
+mod login;
+mod me;
+mod process;
+mod shutdown;
+mod signup;

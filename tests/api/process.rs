@@ -1,0 +1,224 @@
+//! The `cerego` binary itself: configuration errors, signals, migrations and what it logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{GOOD_PASSWORD, TEST_SECRET};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cerego");
+
+/// A `cerego serve` process whose log lines are collected.
+struct Server {
+    child: Child,
+    address: String,
+    lines: mpsc::Receiver<String>,
+    dir: tempfile::TempDir,
+}
+
+fn command(dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("LOG_FORMAT", "json");
+    cmd
+}
+
+fn start(configure: impl FnOnce(&mut Command)) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = command(&dir);
+    configure(&mut cmd);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cerego");
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let address = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("cerego starts and logs");
+        if let Ok(entry) = serde_json::from_str::<Value>(&line)
+            && entry["message"] == "listening"
+        {
+            break format!("http://{}", entry["address"].as_str().expect("address"));
+        }
+    };
+    Server {
+        child,
+        address,
+        lines,
+        dir,
+    }
+}
+
+impl Server {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cerego did not exit");
+    }
+
+    fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (var, value) in [
+        ("BCRYPT_COST", "99"),
+        ("JWT_SECRET_KEY", "short"),
+        ("PORT", "http"),
+    ] {
+        let output = command(&dir).env(var, value).output().expect("run");
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(var), "{var}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one clear message: {stderr}");
+    }
+    let output = command(&dir)
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/x")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_SECRET_KEY"), "{stderr}");
+}
+
+#[test]
+fn the_embedded_default_needs_no_setup_and_keeps_its_key_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = start(|_| {});
+    let data = server.dir.path().join("data");
+
+    assert!(data.join("cerego.db").exists());
+    let key = std::fs::metadata(data.join("cerego.db.jwt-secret")).expect("generated key");
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    server.signal("INT");
+    assert!(server.wait().success());
+}
+
+#[test]
+fn migrate_applies_the_schema_and_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let output = command(&dir)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let again = command(&dir)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("run");
+    assert!(again.status.success(), "migrations are idempotent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_logs_no_secret() {
+    let mut server = start(|cmd| {
+        cmd.env("BCRYPT_COST", "13")
+            .env("JWT_SECRET_KEY", TEST_SECRET)
+            .env("RUST_LOG", "trace");
+    });
+    let client = reqwest::Client::new();
+    let signup = client
+        .post(format!("{}/auth/signup", server.address))
+        .json(&json!({ "email": "ada@example.com", "username": "ada", "password": GOOD_PASSWORD }))
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(signup.status(), 201);
+    let login = client
+        .post(format!("{}/auth/login", server.address))
+        .form(&[("username", "ada"), ("password", GOOD_PASSWORD)])
+        .send()
+        .await
+        .expect("login");
+    let token = login.json::<Value>().await.expect("json")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let me = client
+        .get(format!("{}/auth/me", server.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), 200);
+
+    let in_flight = tokio::spawn({
+        let url = format!("{}/auth/signup", server.address);
+        let client = client.clone();
+        async move {
+            client
+                .post(url)
+                .json(&json!({ "email": "bob@example.com", "username": "bob", "password": GOOD_PASSWORD }))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.signal("TERM");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("answered during shutdown");
+    assert_eq!(response.status(), 201);
+    assert!(server.wait().success(), "clean exit after SIGTERM");
+
+    let logs = server.drain().join("\n");
+    assert!(logs.contains("request finished"), "logs were captured");
+    let hash_prefix = "$2b$13$";
+    for secret in [GOOD_PASSWORD, token.as_str(), TEST_SECRET, hash_prefix] {
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+}
