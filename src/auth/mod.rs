@@ -41,6 +41,9 @@ impl From<StoreError> for AuthError {
     }
 }
 
+/// Longest login name worth a database lookup (the longest e-mail address).
+const MAX_LOGIN_NAME: usize = 254;
+
 /// How a login names its account.
 #[derive(Debug)]
 pub enum LoginName {
@@ -97,6 +100,15 @@ impl Auth {
         let credentials = match &name {
             LoginName::Email(raw) => self.by_email(raw).await?,
             LoginName::UsernameOrEmail(raw) if raw.contains('@') => self.by_email(raw).await?,
+            // No stored username is that long or holds a control character (PostgreSQL cannot
+            // even compare a NUL), so such names are unknown accounts without a query. Other
+            // names are looked up as given: accounts adopted from the FastAPI system may predate
+            // today's username rules.
+            LoginName::UsernameOrEmail(raw)
+                if raw.len() > MAX_LOGIN_NAME || raw.chars().any(char::is_control) =>
+            {
+                None
+            }
             LoginName::UsernameOrEmail(raw) => self.db.credentials_by_username(raw).await?,
         };
         let (user_id, stored) = match credentials {

@@ -70,10 +70,12 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                // 08 connection exception, 53 insufficient resources, 57P0x shutting down or
-                // cannot connect now.
-                let code = pg.code();
-                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+                // Classes that mean "not now" rather than "wrong query": 08 connection,
+                // 28 authorization, 3D no such database, 40 rollback (serialization, deadlock),
+                // 53 resources, 55 object state (e.g. ALLOW_CONNECTIONS false, lock timeout),
+                // 57 operator intervention (shutdown, statement_timeout), 58 system I/O.
+                const CLASSES: [&str; 8] = ["08", "28", "3D", "40", "53", "55", "57", "58"];
+                CLASSES.iter().any(|class| pg.code().starts_with(class))
             } else {
                 // SQLite's primary codes 5 (BUSY) and 6 (LOCKED), after busy_timeout ran out.
                 db.code()

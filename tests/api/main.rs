@@ -4,6 +4,7 @@
 mod helpers;
 
 mod health;
+mod hostile;
 mod login;
 mod me;
 mod process;

@@ -16,6 +16,7 @@ struct Server {
     child: Child,
     address: String,
     lines: mpsc::Receiver<String>,
+    startup: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -53,20 +54,25 @@ fn start(configure: impl FnOnce(&mut Command)) -> Server {
             }
         });
     }
+    let mut startup = Vec::new();
     let address = loop {
         let line = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("cerego starts and logs");
-        if let Ok(entry) = serde_json::from_str::<Value>(&line)
-            && entry["message"] == "listening"
-        {
-            break format!("http://{}", entry["address"].as_str().expect("address"));
+        let listening = serde_json::from_str::<Value>(&line)
+            .ok()
+            .filter(|entry| entry["message"] == "listening")
+            .and_then(|entry| entry["address"].as_str().map(str::to_owned));
+        startup.push(line);
+        if let Some(address) = listening {
+            break format!("http://{address}");
         }
     };
     Server {
         child,
         address,
         lines,
+        startup,
         dir,
     }
 }
@@ -90,8 +96,13 @@ impl Server {
         panic!("cerego did not exit");
     }
 
+    /// Every line logged so far, start-up included.
     fn drain(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
+        self.startup
+            .iter()
+            .cloned()
+            .chain(self.lines.try_iter())
+            .collect()
     }
 }
 
@@ -135,6 +146,11 @@ fn the_embedded_default_needs_no_setup_and_keeps_its_key_private() {
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
     server.signal("INT");
     assert!(server.wait().success());
+    let logs = server.drain().join("\n");
+    assert!(
+        logs.contains("JWT_SECRET_KEY is not set"),
+        "a warning is logged: {logs}"
+    );
 }
 
 #[test]
