@@ -14,6 +14,7 @@ use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::secret_file;
 use crate::store::{self, Db};
 
@@ -38,13 +39,16 @@ impl App {
             Some(secret) => secret.clone(),
             None => secret_file::load_or_create(sqlite_file.as_deref())?,
         };
+        let metrics = Arc::new(Metrics::new(db.kind()));
         let auth = Auth::new(
             db.clone(),
-            PasswordHasher::new(settings.bcrypt_cost),
+            PasswordHasher::new(settings.bcrypt_cost, metrics.clone()),
             TokenKeys::new(&settings.jwt, &secret),
+            metrics.clone(),
         );
         let state = AppState {
             auth: Arc::new(auth),
+            metrics,
             ready_timeout: settings.database.acquire_timeout,
         };
         let router = http::router(state, settings.request_timeout);

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod secret_file;
 pub mod store;
 pub mod telemetry;

@@ -6,7 +6,10 @@ pub mod tokens;
 use secrecy::SecretString;
 use tracing::Instrument;
 
+use std::sync::Arc;
+
 use crate::domain::{Email, NewPassword, NewUser, User};
+use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError, UniqueField};
 use passwords::PasswordHasher;
 use tokens::{AccessToken, TokenKeys};
@@ -59,12 +62,18 @@ pub struct Auth {
     db: Db,
     hasher: PasswordHasher,
     tokens: TokenKeys,
+    metrics: Arc<Metrics>,
 }
 
 impl Auth {
     /// Puts the parts together.
-    pub fn new(db: Db, hasher: PasswordHasher, tokens: TokenKeys) -> Self {
-        Self { db, hasher, tokens }
+    pub fn new(db: Db, hasher: PasswordHasher, tokens: TokenKeys, metrics: Arc<Metrics>) -> Self {
+        Self {
+            db,
+            hasher,
+            tokens,
+            metrics,
+        }
     }
 
     /// The database, for readiness checks.
@@ -122,10 +131,12 @@ impl Auth {
             .await?;
         match (matched, user_id) {
             (true, Some(user_id)) => {
+                self.metrics.record_login(LoginOutcome::Success);
                 tracing::info!(%user_id, "login succeeded");
                 Ok(self.tokens.issue(user_id)?)
             }
             _ => {
+                self.metrics.record_login(LoginOutcome::Failure);
                 tracing::info!(?user_id, "login failed");
                 Err(AuthError::InvalidCredentials)
             }

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 use crate::domain::password::MAX_BYTES;
+use crate::metrics::{HashOperation, Metrics};
 
 /// The salt-and-hash part of a real bcrypt hash. Prefixed with `$2b$NN$` it makes a well-formed
 /// hash of any cost, which no password matches; verifying against it costs exactly what
@@ -23,6 +24,7 @@ pub struct PasswordHasher {
     cost: u32,
     dummy_hash: Arc<str>,
     slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -35,12 +37,13 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     /// A hasher making hashes of `cost`, running as many at once as there are cores.
-    pub fn new(cost: u32) -> Self {
+    pub fn new(cost: u32, metrics: Arc<Metrics>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             cost,
             dummy_hash: format!("$2b${cost:02}${DUMMY_SALT_AND_HASH}").into(),
             slots: Arc::new(Semaphore::new(cores)),
+            metrics,
         }
     }
 
@@ -52,7 +55,7 @@ impl PasswordHasher {
     /// Hashes a password that already passed the policy (so it fits bcrypt's 72 bytes).
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
         let cost = self.cost;
-        self.run(move || {
+        self.run(HashOperation::Hash, move || {
             let password = password.expose_secret().as_bytes();
             // bcrypt reads 72 bytes; the sign-up policy refuses longer passwords, and this
             // check keeps the hasher honest on its own.
@@ -70,34 +73,35 @@ impl PasswordHasher {
         password: SecretString,
         stored: Option<String>,
     ) -> anyhow::Result<bool> {
-        let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let fits = password.expose_secret().len() <= MAX_BYTES;
+        let real = stored.filter(|_| fits);
+        let known = real.is_some();
+        let hash = real.unwrap_or_else(|| self.dummy_hash.to_string());
         let matched = self
-            .run(
-                move || match bcrypt::non_truncating_verify(password.expose_secret(), &hash) {
-                    Ok(matched) => Ok(matched),
-                    Err(bcrypt::BcryptError::Truncation(_)) => Ok(false),
-                    Err(err) => {
-                        Err(anyhow::Error::new(err).context("stored password hash is malformed"))
-                    }
-                },
-            )
+            .run(HashOperation::Verify, move || {
+                bcrypt::verify(password.expose_secret(), &hash)
+                    .context("stored password hash is malformed")
+            })
             .await?;
         Ok(known && matched)
     }
 
     async fn run<T: Send + 'static>(
         &self,
+        operation: HashOperation,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
+        let started = std::time::Instant::now();
         let _slot = self
             .slots
             .acquire()
             .await
             .context("password hasher is shut down")?;
-        tokio::task::spawn_blocking(work)
+        let result = tokio::task::spawn_blocking(work)
             .await
-            .context("password hashing task failed")?
+            .context("password hashing task failed")?;
+        self.metrics.record_hash(operation, started.elapsed());
+        result
     }
 }
 
@@ -105,9 +109,13 @@ impl PasswordHasher {
 mod tests {
     use super::*;
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new("sqlite"))
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
-        let hasher = PasswordHasher::new(4);
+        let hasher = PasswordHasher::new(4, metrics());
         let hash = hasher
             .hash(SecretString::from("correct horse"))
             .await
@@ -122,23 +130,28 @@ mod tests {
     #[tokio::test]
     async fn unknown_accounts_pay_one_verification_at_the_configured_cost() {
         for cost in [4, 12, 31] {
-            let hasher = PasswordHasher::new(cost);
+            let hasher = PasswordHasher::new(cost, metrics());
             let parts: bcrypt::HashParts = hasher.dummy_hash.parse().expect("dummy is well formed");
             assert_eq!(parts.get_cost(), cost);
         }
-        let hasher = PasswordHasher::new(4);
+        let hasher = PasswordHasher::new(4, metrics());
         let unknown = hasher.verify(SecretString::from("anything at all"), None);
         assert!(!unknown.await.expect("dummy verification runs"));
     }
 
     #[tokio::test]
     async fn passwords_longer_than_bcrypt_reads_never_match() {
-        let hasher = PasswordHasher::new(4);
+        let hasher = PasswordHasher::new(4, metrics());
         let long = "x".repeat(72);
         let hash = hasher
             .hash(SecretString::from(long.clone()))
             .await
             .expect("hash");
+        let exact = hasher.verify(SecretString::from(long.clone()), Some(hash.clone()));
+        assert!(
+            exact.await.expect("verify"),
+            "72 bytes is the limit, not past it"
+        );
         let longer = format!("{long}y");
         let verified = hasher.verify(SecretString::from(longer), Some(hash));
         assert!(!verified.await.expect("verify"));

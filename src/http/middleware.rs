@@ -1,11 +1,13 @@
 //! The middleware stack: request ids, one log line per request, a timeout, a body limit, and
 //! JSON bodies for the errors that layers and the router produce on their own.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -15,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use super::error::{detail_for, detail_response};
+use crate::metrics::Metrics;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -22,7 +25,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Applies the stack to `routes` (outermost layer first).
-pub fn wrap(routes: Router, request_timeout: Duration) -> Router {
+pub fn wrap(routes: Router, request_timeout: Duration, metrics: Arc<Metrics>) -> Router {
     let stack = ServiceBuilder::new()
         .map_request(drop_unsafe_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -34,6 +37,7 @@ pub fn wrap(routes: Router, request_timeout: Duration) -> Router {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn_with_state(metrics, count_request))
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +85,24 @@ fn log_response(response: &Response, latency: Duration, _span: &Span) {
         latency_ms = latency.as_secs_f64() * 1000.0,
         "request finished"
     );
+}
+
+/// Counts every request by method, route template and status, with its latency.
+async fn count_request(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    metrics.record_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Gives error responses that are not JSON yet (axum's 405, tower-http's 413 and timeout) the

@@ -1,37 +1,57 @@
-//! The HTTP surface: routes, middleware and the mapping of errors to responses. This is the only
-//! module that knows axum.
+//! The HTTP surface: routes, middleware, the OpenAPI description and the mapping of errors to
+//! responses. This is the only module that knows axum.
 
 pub mod error;
 pub mod extract;
 mod middleware;
+pub mod openapi;
 pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Auth;
+use crate::metrics::Metrics;
 
 /// Shared, read-only state of every handler.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The auth use cases.
     pub auth: Arc<Auth>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// How long `/readyz` waits for the database.
     pub ready_timeout: Duration,
 }
 
-/// The whole API with its middleware.
+/// Every API route, each registered together with its OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(routes::auth::signup))
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::me))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+        .routes(routes!(routes::metrics::metrics))
+}
+
+/// The OpenAPI description of [`api`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The whole service: the API, its documentation and the middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let routes = Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/auth/signup", post(routes::auth::signup))
-        .route("/auth/login", post(routes::auth::login))
-        .route("/auth/me", get(routes::auth::me))
-        .fallback(middleware::not_found)
-        .with_state(state);
-    middleware::wrap(routes, request_timeout)
+    let metrics = state.metrics.clone();
+    let (api, description) = api().split_for_parts();
+    let routes = api
+        .with_state(state)
+        .merge(routes::docs::router(description))
+        .fallback(middleware::not_found);
+    middleware::wrap(routes, request_timeout, metrics)
 }

@@ -99,6 +99,11 @@ impl Db {
         dispatch!(self, pool => pool.close().await);
     }
 
+    /// Open and idle connections in the pool, for metrics.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        dispatch!(self, pool => (pool.size(), pool.num_idle()))
+    }
+
     /// Which database this is, for logs and readiness.
     pub fn kind(&self) -> &'static str {
         match self {

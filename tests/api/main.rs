@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod docs;
 mod health;
 mod hostile;
 mod login;

@@ -113,6 +113,8 @@ db_tests! {
         }
         let at_limit = "€".repeat(24);
         assert_eq!(app.signup("ada@example.com", "lovelace_1", &at_limit).await.status(), 201);
+        let login = app.login_json(&json!({ "username": "lovelace_1", "password": at_limit })).await;
+        assert_eq!(login.status(), 200, "a 72-byte password logs in");
     }
 
     async fn missing_and_mistyped_fields_are_named(backend: Backend) {

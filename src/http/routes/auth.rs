@@ -7,23 +7,79 @@ use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::auth::LoginName;
 use crate::domain::{Email, NewPassword, NewUser, User, Username};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
+use crate::http::openapi::{ErrorDetail, ValidationError};
 
 /// A user as the API shows it: never a password or a hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": 1, "email": "ada@example.com", "username": "ada",
+    "created_at": "2026-11-26T14:37:50.149054Z", "updated_at": "2026-11-26T14:37:50.149054Z"
+}))]
 pub struct UserResponse {
     id: i64,
     email: String,
     username: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: OffsetDateTime,
+}
+
+/// Sign-up request (documentation; the handler reads fields itself to report every bad one).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the request body for OpenAPI only")]
+struct SignupRequest {
+    /// A valid address, at most 254 characters; stored trimmed and lower-cased, unique
+    /// case-insensitively.
+    #[schema(example = "ada@example.com", format = Email, max_length = 254)]
+    email: String,
+    /// 3 to 32 of `A-Z a-z 0-9 _ . -`, starting with a letter or digit; unique case-insensitively.
+    #[schema(
+        example = "ada",
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
+    )]
+    username: String,
+    /// At least 8 characters, at most 72 bytes of UTF-8, not a common password, not the
+    /// username or email.
+    #[schema(example = "correct horse battery", format = Password, min_length = 8)]
+    password: String,
+}
+
+/// Login with JSON: `email` or `username` (which may also hold the email), and the password.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the request body for OpenAPI only")]
+struct LoginRequest {
+    /// The account's email (give this or `username`).
+    #[schema(example = "ada@example.com")]
+    email: Option<String>,
+    /// The account's username or email (give this or `email`).
+    username: Option<String>,
+    #[schema(example = "correct horse battery", format = Password)]
+    password: String,
+}
+
+/// The OAuth2 password grant form (what Swagger UI's "Authorize" sends).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the request body for OpenAPI only")]
+struct LoginForm {
+    /// Optional; when present it must be `password`.
+    #[schema(pattern = "^password$")]
+    grant_type: Option<String>,
+    /// Username or email.
+    username: String,
+    #[schema(format = Password)]
+    password: String,
 }
 
 impl From<User> for UserResponse {
@@ -39,15 +95,37 @@ impl From<User> for UserResponse {
 }
 
 /// The OAuth2 token response.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenResponse<'a> {
+    /// A JWT for `Authorization: Bearer`.
+    #[schema(value_type = String, example = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.…")]
     access_token: &'a str,
+    /// Always `bearer`.
+    #[schema(example = "bearer")]
     token_type: &'static str,
+    /// Seconds until the token expires.
+    #[schema(example = 1800)]
     expires_in: u64,
 }
 
 /// `POST /auth/signup`: 201 with the new user, 409 for a taken e-mail or username, 422 listing
 /// every bad field.
+#[utoipa::path(
+    post,
+    path = "/auth/signup",
+    tag = "auth",
+    summary = "Create an account",
+    request_body(content = SignupRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Account created", body = UserResponse),
+        (status = 409, description = "Email already registered, or Username already taken", body = ErrorDetail,
+            example = json!({ "detail": "Email already registered" })),
+        (status = 413, description = "Body over 64 KiB", body = ErrorDetail),
+        (status = 422, description = "Invalid input: every failing field is listed", body = ValidationError),
+        (status = 503, description = "Database unavailable", body = ErrorDetail,
+            example = json!({ "detail": "Service unavailable" })),
+    )
+)]
 pub async fn signup(
     State(state): State<AppState>,
     JsonFields(mut fields): JsonFields,
@@ -85,6 +163,26 @@ pub async fn signup(
 }
 
 /// `POST /auth/login`: JSON `{email|username, password}` or the OAuth2 password-grant form.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    summary = "Log in and get an access token",
+    request_body(content(
+        (LoginRequest = "application/json"),
+        (LoginForm = "application/x-www-form-urlencoded")
+    )),
+    responses(
+        (status = 200, description = "Access token", body = TokenResponse,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 401, description = "Unknown account or wrong password (one answer for both)", body = ErrorDetail,
+            headers(("www-authenticate" = String, description = "Bearer")),
+            example = json!({ "detail": "Incorrect username or password" })),
+        (status = 422, description = "Missing or malformed fields", body = ValidationError),
+        (status = 503, description = "Database unavailable", body = ErrorDetail,
+            example = json!({ "detail": "Service unavailable" })),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     JsonOrFormFields(mut fields): JsonOrFormFields,
@@ -134,6 +232,21 @@ pub async fn login(
 }
 
 /// `GET /auth/me`: the token's user.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    summary = "The current user",
+    security(("OAuth2PasswordBearer" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The token's user", body = UserResponse),
+        (status = 401, description = "Missing, malformed, expired or foreign token, or the user is gone", body = ErrorDetail,
+            headers(("www-authenticate" = String, description = "Bearer")),
+            example = json!({ "detail": "Could not validate credentials" })),
+        (status = 503, description = "Database unavailable", body = ErrorDetail,
+            example = json!({ "detail": "Service unavailable" })),
+    )
+)]
 pub async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
     Json(user.into())
 }

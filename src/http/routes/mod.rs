@@ -1,4 +1,6 @@
 //! Route handlers, one group per file.
 
 pub mod auth;
+pub mod docs;
 pub mod health;
+pub mod metrics;

@@ -1,0 +1,194 @@
+//! Prometheus metrics: what `/metrics` exposes, owned by the app (no global registry, so every
+//! app in a test process counts on its own).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/auth/me`), or `unmatched`.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a request's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template, or `unmatched`.
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    database: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s: from a cached /auth/me to a queued bcrypt hash.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Latencies<RouteLabels>,
+    logins: Family<OutcomeLabels, Counter>,
+    hash_seconds: Latencies<OperationLabels>,
+    pool: Family<PoolLabels, Gauge>,
+}
+
+/// How a login ended.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginOutcome {
+    /// A token was issued.
+    Success,
+    /// Unknown account or wrong password.
+    Failure,
+}
+
+/// Which bcrypt operation was timed.
+#[derive(Debug, Clone, Copy)]
+pub enum HashOperation {
+    /// A new hash (sign-up).
+    Hash,
+    /// A verification (login).
+    Verify,
+}
+
+impl Metrics {
+    /// A fresh registry; `database` (`sqlite` or `postgres`) goes into the build info.
+    pub fn new(database: &'static str) -> Self {
+        let mut registry = Registry::with_prefix("cerego");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let request_seconds: Latencies<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            request_seconds.clone(),
+        );
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register("logins", "Password logins by outcome", logins.clone());
+        let hash_seconds: Latencies<OperationLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "password_hash_duration_seconds",
+            "bcrypt time per operation, including the wait for a hashing slot",
+            hash_seconds.clone(),
+        );
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by state",
+            pool.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                database,
+            })
+            .set(1);
+        registry.register("build_info", "Version and database of this build", build);
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            logins,
+            hash_seconds,
+            pool,
+        }
+    }
+
+    /// Counts a finished request and its latency.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
+        let route_labels = RouteLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+        };
+        self.request_seconds
+            .get_or_create(&route_labels)
+            .observe(latency.as_secs_f64());
+        let labels = RequestLabels {
+            method: route_labels.method,
+            route: route_labels.route,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts a login attempt that reached the password check.
+    pub fn record_login(&self, outcome: LoginOutcome) {
+        let outcome = match outcome {
+            LoginOutcome::Success => "success",
+            LoginOutcome::Failure => "failure",
+        };
+        self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records how long a bcrypt operation took.
+    pub fn record_hash(&self, operation: HashOperation, took: Duration) {
+        let operation = match operation {
+            HashOperation::Hash => "hash",
+            HashOperation::Verify => "verify",
+        };
+        self.hash_seconds
+            .get_or_create(&OperationLabels { operation })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with the pool gauges set to `(open, idle)` connections first.
+    pub fn render(&self, pool: (u32, usize)) -> String {
+        let (open, idle) = (i64::from(pool.0), i64::try_from(pool.1).unwrap_or(i64::MAX));
+        self.pool
+            .get_or_create(&PoolLabels { state: "open" })
+            .set(open);
+        self.pool
+            .get_or_create(&PoolLabels { state: "idle" })
+            .set(idle);
+        self.pool
+            .get_or_create(&PoolLabels { state: "in_use" })
+            .set((open - idle).max(0));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

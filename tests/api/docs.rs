@@ -1,0 +1,164 @@
+//! The OpenAPI description, the documentation pages and the metrics endpoint.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::db_tests;
+use crate::helpers::{Backend, GOOD_PASSWORD, TestApp, spawn_app};
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Paths a client might guess, beyond those the description lists.
+const CANDIDATES: [&str; 12] = [
+    "/",
+    "/auth",
+    "/auth/logout",
+    "/auth/refresh",
+    "/auth/token",
+    "/users",
+    "/users/me",
+    "/health",
+    "/ready",
+    "/api",
+    "/auth/signup/",
+    "/metrics/",
+];
+
+async fn spec(app: &TestApp) -> Value {
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+/// What the router answers for `method path`: anything but 404 and 405 means "served".
+async fn serves(app: &TestApp, method: &str, path: &str) -> bool {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let response = app
+        .client
+        .request(method, app.url(path))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    !matches!(response.status().as_u16(), 404 | 405)
+}
+
+db_tests! {
+    async fn the_router_serves_exactly_the_routes_the_description_lists(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let spec = spec(&app).await;
+        assert_eq!(spec["openapi"], "3.1.0");
+        let mut listed = BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("item").keys() {
+                listed.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+
+        let mut served = BTreeSet::new();
+        let paths: BTreeSet<String> = spec["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .cloned()
+            .chain(CANDIDATES.iter().map(|p| (*p).to_owned()))
+            .collect();
+        for path in &paths {
+            for method in METHODS {
+                if serves(&app, method, path).await {
+                    served.insert((method.to_owned(), path.clone()));
+                }
+            }
+        }
+
+        assert_eq!(served, listed);
+        let expected: BTreeSet<(String, String)> = [
+            ("POST", "/auth/signup"), ("POST", "/auth/login"), ("GET", "/auth/me"),
+            ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+        ]
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect();
+        assert_eq!(listed, expected);
+    }
+
+    async fn the_description_documents_errors_and_security(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let spec = spec(&app).await;
+
+        let schemes = &spec["components"]["securitySchemes"];
+        assert_eq!(schemes["OAuth2PasswordBearer"]["flows"]["password"]["tokenUrl"], "/auth/login");
+        assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+        let responses = |method: &str, path: &str| spec["paths"][path][method]["responses"].clone();
+        for code in ["201", "409", "422", "503"] {
+            assert!(responses("post", "/auth/signup").get(code).is_some(), "signup {code}");
+        }
+        for code in ["200", "401", "422", "503"] {
+            assert!(responses("post", "/auth/login").get(code).is_some(), "login {code}");
+        }
+        for code in ["200", "401", "503"] {
+            assert!(responses("get", "/auth/me").get(code).is_some(), "me {code}");
+        }
+        let login_body = &spec["paths"]["/auth/login"]["post"]["requestBody"]["content"];
+        assert!(login_body.get("application/json").is_some());
+        assert!(login_body.get("application/x-www-form-urlencoded").is_some());
+        assert!(spec["paths"]["/auth/me"]["get"]["security"].is_array());
+        assert!(spec["components"]["schemas"]["ValidationError"].is_object());
+    }
+
+    async fn documentation_pages_are_served_from_the_binary_alone(backend: Backend) {
+        let app = spawn_app(backend).await;
+
+        for path in ["/docs/", "/docs/swagger-initializer.js", "/redoc"] {
+            let response = app.get(path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            let page = response.text().await.expect("text");
+            for line in page.lines() {
+                let refers = ["src=\"http", "href=\"http", "url(http", "\"https://", "\"http://"];
+                assert!(!refers.iter().any(|r| line.contains(r)), "{path} references another host: {line}");
+            }
+        }
+        let script = app.get("/redoc/redoc.standalone.js").await;
+        assert_eq!(script.status(), 200);
+        assert!(script.headers()["content-type"].to_str().expect("ascii").starts_with("application/javascript"));
+        assert!(script.bytes().await.expect("body").len() > 500_000);
+        let swagger_bundle = app.get("/docs/swagger-ui-bundle.js").await;
+        assert_eq!(swagger_bundle.status(), 200);
+    }
+
+    async fn metrics_move_with_the_traffic(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.create_user("ada").await;
+        app.token_for("ada").await;
+        let wrong = app.login_json(&json!({ "username": "ada", "password": "not it at all" })).await;
+        assert_eq!(wrong.status(), 401);
+        app.get("/auth/me").await;
+
+        let response = app.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+        let text = response.text().await.expect("text");
+        let value = |needle: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(needle))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no metric line starting with {needle}:\n{text}"))
+        };
+        assert_eq!(value(r#"cerego_http_requests_total{method="POST",route="/auth/signup",status="201"}"#), 1.0);
+        assert_eq!(value(r#"cerego_http_requests_total{method="POST",route="/auth/login",status="200"}"#), 1.0);
+        assert_eq!(value(r#"cerego_http_requests_total{method="GET",route="/auth/me",status="401"}"#), 1.0);
+        assert_eq!(value(r#"cerego_logins_total{outcome="success"}"#), 1.0);
+        assert_eq!(value(r#"cerego_logins_total{outcome="failure"}"#), 1.0);
+        assert_eq!(value(r#"cerego_password_hash_duration_seconds_count{operation="hash"}"#), 1.0);
+        assert_eq!(value(r#"cerego_password_hash_duration_seconds_count{operation="verify"}"#), 2.0);
+        assert!(value(r#"cerego_http_request_duration_seconds_count{method="POST",route="/auth/login"}"#) >= 2.0);
+        assert!(value(r#"cerego_db_pool_connections{state="open"}"#) >= 1.0);
+        let database = match backend { Backend::Sqlite => "sqlite", Backend::Postgres => "postgres" };
+        assert!(text.contains(&format!(r#"database="{database}""#)), "build info names the database");
+        assert!(text.contains("cerego_build_info"));
+        assert!(!text.contains(GOOD_PASSWORD));
+    }
+}
