@@ -22,6 +22,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Exit 0 if the server on this host's PORT answers GET /healthz with 200 (for container
+    /// HEALTHCHECKs, which have no curl in a distroless image).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Healthcheck => healthcheck(settings.port).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,5 +74,26 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     store::migrate(&db).await?;
     tracing::info!(database = db.kind(), "migrations applied");
     db.close().await;
+    Ok(())
+}
+
+async fn healthcheck(port: u16) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        anyhow::Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    let healthy = tokio::time::timeout(std::time::Duration::from_secs(3), check)
+        .await
+        .context("no answer within 3 s")?
+        .with_context(|| format!("cannot reach 127.0.0.1:{port}"))?;
+    anyhow::ensure!(healthy, "/healthz did not answer 200");
     Ok(())
 }

@@ -238,3 +238,29 @@ async fn sigterm_finishes_requests_in_flight_and_logs_no_secret() {
         );
     }
 }
+
+#[test]
+fn the_healthcheck_command_reports_whether_the_server_answers() {
+    let server = start(|cmd| {
+        cmd.env("JWT_SECRET_KEY", TEST_SECRET);
+    });
+    let port = server.address.rsplit(':').next().expect("port").to_owned();
+
+    let up = command(&server.dir)
+        .arg("healthcheck")
+        .env("PORT", &port)
+        .output()
+        .expect("run");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    drop(server);
+    let down = command(&tempfile::tempdir().expect("tempdir"))
+        .arg("healthcheck")
+        .env("PORT", &port)
+        .output()
+        .expect("run");
+    assert!(!down.status.success());
+}

@@ -1,6 +1,8 @@
 //! `/docs` (Swagger UI), `/redoc` (ReDoc) and `/openapi.json`, served entirely from the binary:
 //! no page references another host.
 
+use std::sync::LazyLock;
+
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -12,6 +14,24 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 /// ReDoc 2.5.4's standalone bundle from the npm registry (see assets/vendor/redoc/README.md).
 const REDOC_JS: &[u8] = include_bytes!("../../../assets/vendor/redoc/redoc.standalone.js");
 const REDOC_JS_PATH: &str = "/redoc/redoc.standalone.js";
+/// The only outside resource the bundle loads by itself: Redocly's logo in the sidebar footer.
+const REDOC_LOGO_URL: &[u8] = b"https://cdn.redoc.ly/redoc/logo-mini.svg";
+
+/// The bundle with the logo URL emptied (the component hides an image that fails to load), so
+/// the page asks no other host. The asset on disk stays byte-for-byte the pinned npm file.
+static REDOC_JS_SERVED: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let mut out = Vec::with_capacity(REDOC_JS.len());
+    let mut rest = REDOC_JS;
+    while let Some(at) = rest
+        .windows(REDOC_LOGO_URL.len())
+        .position(|w| w == REDOC_LOGO_URL)
+    {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at + REDOC_LOGO_URL.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+});
 
 /// The ReDoc page: utoipa-redoc's, with the script served by cerego and no web fonts.
 const REDOC_HTML: &str = r#"<!DOCTYPE html>
@@ -59,6 +79,6 @@ async fn redoc_js() -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
-        REDOC_JS,
+        REDOC_JS_SERVED.as_slice(),
     )
 }

@@ -1,0 +1,128 @@
+// Browser checks of the API documentation, as a person would use it: headless Chromium opens
+// /docs, authorizes through the OAuth2 password dialog with a user made for the test, runs
+// "Try it out" on GET /auth/me and sees 200; then opens /redoc and sees the operations.
+// Run by scripts/test after the Rust suite (it needs target/debug/cerego and Debian's chromium).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const root = resolve(import.meta.dirname, '..', '..');
+const binary = process.env.CEREGO_BIN ?? join(root, 'target', 'debug', 'cerego');
+const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const shots = join(root, 'target', 'browser');
+const user = { email: 'ada@example.com', username: 'ada_browser', password: 'correct horse battery' };
+
+let server;
+let base;
+let browser;
+let dir;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'cerego-browser-'));
+  mkdirSync(shots, { recursive: true });
+  server = spawn(binary, [], {
+    cwd: dir,
+    env: {
+      PATH: process.env.PATH,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      BCRYPT_COST: '4',
+      LOG_FORMAT: 'json',
+      JWT_SECRET_KEY: 'browser-test-secret-key-of-32-bytes-or-more',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  base = await new Promise((resolveAddress, reject) => {
+    const timer = setTimeout(() => reject(new Error('cerego did not start in 30 s')), 30_000);
+    server.on('exit', (code) => reject(new Error(`cerego exited with ${code}`)));
+    createInterface({ input: server.stdout }).on('line', (line) => {
+      try {
+        const entry = JSON.parse(line);
+        if (entry.message === 'listening') {
+          clearTimeout(timer);
+          resolveAddress(`http://${entry.address}`);
+        }
+      } catch {
+        // not a JSON log line
+      }
+    });
+  });
+  const signup = await fetch(`${base}/auth/signup`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(user),
+  });
+  assert.equal(signup.status, 201);
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A page that fails the test if it asks any host but the server under test. */
+async function openPage() {
+  const page = await browser.newPage();
+  const foreign = [];
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== base) foreign.push(request.url());
+  });
+  return { page, foreign };
+}
+
+test('Swagger UI authorizes with the password form and runs GET /auth/me', async () => {
+  const { page, foreign } = await openPage();
+  await page.goto(`${base}/docs`);
+  await page.locator('.swagger-ui .info .title').waitFor();
+
+  await page.locator('.auth-wrapper button.authorize').click();
+  await page.locator('#oauth_username').fill(user.username);
+  await page.locator('#oauth_password').fill(user.password);
+  await page.getByRole('button', { name: 'Apply given OAuth2 credentials' }).click();
+  // Swagger UI shows "Logout" for the OAuth2 scheme once the token request succeeded.
+  await page.locator('.auth-container', { hasText: 'OAuth2PasswordBearer' })
+    .getByRole('button', { name: 'Remove authorization' }).waitFor();
+  await page.locator('.auth-btn-wrapper button.btn-done').first().click();
+
+  const operation = page.locator('#operations-auth-me');
+  await operation.locator('.opblock-summary').click();
+  const tryItOut = operation.locator('button.try-out__btn');
+  if ((await tryItOut.count()) > 0 && (await tryItOut.innerText()).includes('Try it out')) {
+    await tryItOut.click();
+  }
+  await operation.locator('button.execute').click();
+  const status = operation.locator('.live-responses-table .response .response-col_status');
+  await status.first().waitFor();
+  await page.screenshot({ path: join(shots, 'docs.png'), fullPage: true });
+
+  assert.equal((await status.first().innerText()).trim(), '200');
+  const body = await operation.locator('.live-responses-table .response-col_description pre').first().innerText();
+  assert.match(body, new RegExp(`"username": "${user.username}"`));
+  assert.deepEqual(foreign, [], 'the page asked no other host');
+  await page.close();
+});
+
+test('ReDoc renders the three auth operations from the bundled script', async () => {
+  const { page, foreign } = await openPage();
+  await page.goto(`${base}/redoc`);
+  for (const summary of ['Create an account', 'Log in and get an access token', 'The current user']) {
+    await page.locator('h2', { hasText: summary }).first().waitFor({ timeout: 15_000 });
+  }
+  await page.screenshot({ path: join(shots, 'redoc.png') });
+  assert.deepEqual(foreign, [], 'the page asked no other host');
+  await page.close();
+});
