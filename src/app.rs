@@ -42,7 +42,11 @@ impl App {
         let metrics = Arc::new(Metrics::new(db.kind()));
         let auth = Auth::new(
             db.clone(),
-            PasswordHasher::new(settings.bcrypt_cost, metrics.clone()),
+            PasswordHasher::new(
+                settings.bcrypt_cost,
+                settings.hash_queue_per_core,
+                metrics.clone(),
+            ),
             TokenKeys::new(&settings.jwt, &secret),
             metrics.clone(),
         );

@@ -26,6 +26,9 @@ pub struct Settings {
     pub jwt: JwtSettings,
     /// bcrypt work factor for new hashes (`BCRYPT_COST`, 4..=31, default 12).
     pub bcrypt_cost: u32,
+    /// Logins and sign-ups that may wait for a hashing slot, per core, before the rest get a
+    /// fast 503 (`PASSWORD_HASH_QUEUE_PER_CORE`, default 16).
+    pub hash_queue_per_core: usize,
     /// Longest time a request may take before it gets a 503 (`REQUEST_TIMEOUT_SECS`, default 30).
     pub request_timeout: Duration,
     /// Log line format (`LOG_FORMAT`, default `json`).
@@ -166,6 +169,7 @@ impl Settings {
                 audience: env.get("JWT_AUDIENCE"),
             },
             bcrypt_cost,
+            hash_queue_per_core: env.parse("PASSWORD_HASH_QUEUE_PER_CORE", 16)?,
             request_timeout: Duration::from_secs(timeout_secs),
             log_format,
         })
@@ -295,6 +299,7 @@ mod tests {
             ("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "0"),
             ("BCRYPT_COST", "3"),
             ("BCRYPT_COST", "twelve"),
+            ("PASSWORD_HASH_QUEUE_PER_CORE", "-1"),
             ("PORT", "70000"),
             ("HOST", "not-an-ip"),
             ("LOG_FORMAT", "xml"),

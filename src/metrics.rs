@@ -66,6 +66,7 @@ pub struct Metrics {
     request_seconds: Latencies<RouteLabels>,
     logins: Family<OutcomeLabels, Counter>,
     hash_seconds: Latencies<OperationLabels>,
+    hash_rejected: Counter,
     pool: Family<PoolLabels, Gauge>,
 }
 
@@ -113,6 +114,12 @@ impl Metrics {
             "bcrypt time per operation, including the wait for a hashing slot",
             hash_seconds.clone(),
         );
+        let hash_rejected = Counter::default();
+        registry.register(
+            "password_hash_rejected",
+            "Hashes and verifications turned away because the queue was full (answered 503)",
+            hash_rejected.clone(),
+        );
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -133,6 +140,7 @@ impl Metrics {
             request_seconds,
             logins,
             hash_seconds,
+            hash_rejected,
             pool,
         }
     }
@@ -172,6 +180,11 @@ impl Metrics {
         self.hash_seconds
             .get_or_create(&OperationLabels { operation })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts an operation turned away by the full hashing queue.
+    pub fn record_hash_rejected(&self) {
+        self.hash_rejected.inc();
     }
 
     /// The text exposition, with the pool gauges set to `(open, idle)` connections first.

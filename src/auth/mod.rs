@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::domain::{Email, NewPassword, NewUser, User};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError, UniqueField};
-use passwords::PasswordHasher;
+use passwords::{HashError, PasswordHasher};
 use tokens::{AccessToken, TokenKeys};
 
 /// Why a use case did not succeed, in the words of the auth layer.
@@ -29,9 +29,21 @@ pub enum AuthError {
     /// The database is not answering.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// Too many logins and sign-ups are waiting for a hashing slot.
+    #[error("password hashing is saturated")]
+    Busy,
     /// A bug or corrupt data.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl From<HashError> for AuthError {
+    fn from(err: HashError) -> Self {
+        match err {
+            HashError::Busy => Self::Busy,
+            HashError::Failed(source) => Self::Unexpected(source),
+        }
+    }
 }
 
 impl From<StoreError> for AuthError {

@@ -3,8 +3,11 @@
 //! bcrypt at cost 12 takes about a quarter of a second of one core. Running it on a Tokio worker
 //! would stall every other request on that worker, so each call goes to the blocking pool, and a
 //! semaphore lets at most one hash per core run at a time (more would only make each one slower).
+//! Behind the running hashes a bounded queue waits; past it, callers get [`HashError::Busy`] at
+//! once (a fast 503) instead of waiting many seconds for a slot.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -18,13 +21,37 @@ use crate::metrics::{HashOperation, Metrics};
 /// verifying a real hash of that cost does, without hashing anything at start-up.
 const DUMMY_SALT_AND_HASH: &str = "202Xc1OuwwCXbMD/6SSOJuKGE96QZe1./SFvsuYi.9r7n2Xy5UGky";
 
-/// Hashes and verifies passwords with bounded parallelism.
+/// Hashes and verifies passwords with bounded parallelism and a bounded queue.
 #[derive(Clone)]
 pub struct PasswordHasher {
     cost: u32,
     dummy_hash: Arc<str>,
     slots: Arc<Semaphore>,
+    /// Operations admitted (running or waiting for a slot).
+    admitted: Arc<AtomicUsize>,
+    /// Most operations admitted at once: one running per core plus the queue.
+    capacity: usize,
     metrics: Arc<Metrics>,
+}
+
+/// Why a hash or verification did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every slot is busy and the queue is full: try again shortly.
+    #[error("password hashing queue is full")]
+    Busy,
+    /// bcrypt or the blocking pool failed (a malformed stored hash, a panicked task).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Gives back an admission when the operation ends, however it ends.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -36,13 +63,16 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A hasher making hashes of `cost`, running as many at once as there are cores.
-    pub fn new(cost: u32, metrics: Arc<Metrics>) -> Self {
+    /// A hasher making hashes of `cost`, running as many at once as there are cores, with up
+    /// to `queue_per_core` × cores more waiting.
+    pub fn new(cost: u32, queue_per_core: usize, metrics: Arc<Metrics>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             cost,
             dummy_hash: format!("$2b${cost:02}${DUMMY_SALT_AND_HASH}").into(),
             slots: Arc::new(Semaphore::new(cores)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            capacity: cores * (1 + queue_per_core),
             metrics,
         }
     }
@@ -53,7 +83,7 @@ impl PasswordHasher {
     }
 
     /// Hashes a password that already passed the policy (so it fits bcrypt's 72 bytes).
-    pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
         let cost = self.cost;
         self.run(HashOperation::Hash, move || {
             let password = password.expose_secret().as_bytes();
@@ -72,7 +102,7 @@ impl PasswordHasher {
         &self,
         password: SecretString,
         stored: Option<String>,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, HashError> {
         let fits = password.expose_secret().len() <= MAX_BYTES;
         let real = stored.filter(|_| fits);
         let known = real.is_some();
@@ -90,7 +120,13 @@ impl PasswordHasher {
         &self,
         operation: HashOperation,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, HashError> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.record_hash_rejected();
+            return Err(HashError::Busy);
+        }
+        let _admission = Admission(self.admitted.clone());
         let started = std::time::Instant::now();
         let _slot = self
             .slots
@@ -101,7 +137,7 @@ impl PasswordHasher {
             .await
             .context("password hashing task failed")?;
         self.metrics.record_hash(operation, started.elapsed());
-        result
+        Ok(result?)
     }
 }
 
@@ -115,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
-        let hasher = PasswordHasher::new(4, metrics());
+        let hasher = PasswordHasher::new(4, 16, metrics());
         let hash = hasher
             .hash(SecretString::from("correct horse"))
             .await
@@ -130,18 +166,48 @@ mod tests {
     #[tokio::test]
     async fn unknown_accounts_pay_one_verification_at_the_configured_cost() {
         for cost in [4, 12, 31] {
-            let hasher = PasswordHasher::new(cost, metrics());
+            let hasher = PasswordHasher::new(cost, 16, metrics());
             let parts: bcrypt::HashParts = hasher.dummy_hash.parse().expect("dummy is well formed");
             assert_eq!(parts.get_cost(), cost);
         }
-        let hasher = PasswordHasher::new(4, metrics());
+        let hasher = PasswordHasher::new(4, 16, metrics());
         let unknown = hasher.verify(SecretString::from("anything at all"), None);
         assert!(!unknown.await.expect("dummy verification runs"));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_queue_callers_are_turned_away_at_once() {
+        let hasher = PasswordHasher::new(10, 0, metrics());
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let calls: Vec<_> = (0..cores + 3)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.verify(SecretString::from("x"), None).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for call in calls {
+            match call.await.expect("task") {
+                Ok(matched) => assert!(!matched),
+                Err(HashError::Busy) => busy += 1,
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert!(busy >= 3, "{busy} of {} turned away", cores + 3);
+        assert_eq!(
+            hasher.admitted.load(Ordering::Acquire),
+            0,
+            "every admission returned"
+        );
+        assert!(
+            hasher.verify(SecretString::from("x"), None).await.is_ok(),
+            "room again"
+        );
+    }
+
     #[tokio::test]
     async fn passwords_longer_than_bcrypt_reads_never_match() {
-        let hasher = PasswordHasher::new(4, metrics());
+        let hasher = PasswordHasher::new(4, 16, metrics());
         let long = "x".repeat(72);
         let hash = hasher
             .hash(SecretString::from(long.clone()))

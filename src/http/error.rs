@@ -68,6 +68,9 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 503 with `Retry-After`: too many password hashes are waiting.
+    #[error("service busy")]
+    Busy,
     /// 503: the database is not answering.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -84,6 +87,7 @@ impl From<AuthError> for ApiError {
             AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
             AuthError::Unavailable(source) => Self::Unavailable(source.into()),
+            AuthError::Busy => Self::Busy,
             AuthError::Unexpected(source) => Self::Unexpected(source),
         }
     }
@@ -115,6 +119,13 @@ impl IntoResponse for ApiError {
             }
             Self::Conflict(detail) => detail_response(StatusCode::CONFLICT, detail),
             Self::PayloadTooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::Busy => {
+                let mut response = detail_response(StatusCode::SERVICE_UNAVAILABLE, "Service busy");
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
             Self::Unavailable(source) => {
                 tracing::warn!(error = format!("{source:#}"), "database unavailable");
                 plain(StatusCode::SERVICE_UNAVAILABLE)

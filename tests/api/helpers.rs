@@ -254,6 +254,7 @@ pub fn test_settings(url: &str) -> Settings {
             audience: None,
         },
         bcrypt_cost: 4,
+        hash_queue_per_core: 16,
         request_timeout: Duration::from_secs(30),
         log_format: LogFormat::Json,
     }

@@ -8,6 +8,7 @@ mod health;
 mod hostile;
 mod login;
 mod me;
+mod overload;
 mod process;
 mod shutdown;
 mod signup;
