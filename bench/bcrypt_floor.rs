@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, name: &str| -> u64 {
-        args.get(i)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("usage: bcrypt-floor COST SECONDS | --hash COST PASSWORD ({name})"))
+        args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+            panic!("usage: bcrypt-floor COST SECONDS | --hash COST PASSWORD ({name})")
+        })
     };
     if args.first().map(String::as_str) == Some("--hash") {
         let cost = u32::try_from(number(1, "cost")).expect("cost");

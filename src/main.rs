@@ -63,10 +63,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    App::build(settings)
-        .await?
-        .run_until(shutdown_signal())
-        .await
+    let shutdown = shutdown_signal()?;
+    App::build(settings).await?.run_until(shutdown).await
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -45,8 +45,11 @@ pub enum HashError {
     Failed(#[from] anyhow::Error),
 }
 
-/// Gives back an admission when the operation ends, however it ends.
-struct Admission(Arc<AtomicUsize>);
+/// A place in the hashing queue. Take it with [`PasswordHasher::admit`] before doing any other
+/// work for the request, so a saturated service turns requests away without touching the
+/// database; it is given back when dropped, however the request ends.
+#[must_use = "an admission is spent by hash or verify"]
+pub struct Admission(Arc<AtomicUsize>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
@@ -82,10 +85,24 @@ impl PasswordHasher {
         self.cost
     }
 
+    /// A place in the queue, or [`HashError::Busy`] when it is full.
+    pub fn admit(&self) -> Result<Admission, HashError> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.record_hash_rejected();
+            return Err(HashError::Busy);
+        }
+        Ok(Admission(self.admitted.clone()))
+    }
+
     /// Hashes a password that already passed the policy (so it fits bcrypt's 72 bytes).
-    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
+    pub async fn hash(
+        &self,
+        admission: Admission,
+        password: SecretString,
+    ) -> Result<String, HashError> {
         let cost = self.cost;
-        self.run(HashOperation::Hash, move || {
+        self.run(admission, HashOperation::Hash, move || {
             let password = password.expose_secret().as_bytes();
             // bcrypt reads 72 bytes; the sign-up policy refuses longer passwords, and this
             // check keeps the hasher honest on its own.
@@ -100,6 +117,7 @@ impl PasswordHasher {
     /// hash of the configured cost and answers `false`, so every case takes the same time.
     pub async fn verify(
         &self,
+        admission: Admission,
         password: SecretString,
         stored: Option<String>,
     ) -> Result<bool, HashError> {
@@ -108,7 +126,7 @@ impl PasswordHasher {
         let known = real.is_some();
         let hash = real.unwrap_or_else(|| self.dummy_hash.to_string());
         let matched = self
-            .run(HashOperation::Verify, move || {
+            .run(admission, HashOperation::Verify, move || {
                 bcrypt::verify(password.expose_secret(), &hash)
                     .context("stored password hash is malformed")
             })
@@ -118,15 +136,10 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        _admission: Admission,
         operation: HashOperation,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.record_hash_rejected();
-            return Err(HashError::Busy);
-        }
-        let _admission = Admission(self.admitted.clone());
         let started = std::time::Instant::now();
         let _slot = self
             .slots
@@ -153,13 +166,24 @@ mod tests {
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
         let hasher = PasswordHasher::new(4, 16, metrics());
         let hash = hasher
-            .hash(SecretString::from("correct horse"))
+            .hash(
+                hasher.admit().expect("room"),
+                SecretString::from("correct horse"),
+            )
             .await
             .expect("hash");
         assert!(hash.starts_with("$2b$04$"));
-        let ok = hasher.verify(SecretString::from("correct horse"), Some(hash.clone()));
+        let ok = hasher.verify(
+            hasher.admit().expect("room"),
+            SecretString::from("correct horse"),
+            Some(hash.clone()),
+        );
         assert!(ok.await.expect("verify"));
-        let wrong = hasher.verify(SecretString::from("wrong horse"), Some(hash));
+        let wrong = hasher.verify(
+            hasher.admit().expect("room"),
+            SecretString::from("wrong horse"),
+            Some(hash),
+        );
         assert!(!wrong.await.expect("verify"));
     }
 
@@ -171,7 +195,11 @@ mod tests {
             assert_eq!(parts.get_cost(), cost);
         }
         let hasher = PasswordHasher::new(4, 16, metrics());
-        let unknown = hasher.verify(SecretString::from("anything at all"), None);
+        let unknown = hasher.verify(
+            hasher.admit().expect("room"),
+            SecretString::from("anything at all"),
+            None,
+        );
         assert!(!unknown.await.expect("dummy verification runs"));
     }
 
@@ -182,7 +210,12 @@ mod tests {
         let calls: Vec<_> = (0..cores + 3)
             .map(|_| {
                 let hasher = hasher.clone();
-                tokio::spawn(async move { hasher.verify(SecretString::from("x"), None).await })
+                tokio::spawn(async move {
+                    let admission = hasher.admit()?;
+                    hasher
+                        .verify(admission, SecretString::from("x"), None)
+                        .await
+                })
             })
             .collect();
         let mut busy = 0;
@@ -200,7 +233,10 @@ mod tests {
             "every admission returned"
         );
         assert!(
-            hasher.verify(SecretString::from("x"), None).await.is_ok(),
+            hasher
+                .verify(hasher.admit().expect("room"), SecretString::from("x"), None)
+                .await
+                .is_ok(),
             "room again"
         );
     }
@@ -210,16 +246,27 @@ mod tests {
         let hasher = PasswordHasher::new(4, 16, metrics());
         let long = "x".repeat(72);
         let hash = hasher
-            .hash(SecretString::from(long.clone()))
+            .hash(
+                hasher.admit().expect("room"),
+                SecretString::from(long.clone()),
+            )
             .await
             .expect("hash");
-        let exact = hasher.verify(SecretString::from(long.clone()), Some(hash.clone()));
+        let exact = hasher.verify(
+            hasher.admit().expect("room"),
+            SecretString::from(long.clone()),
+            Some(hash.clone()),
+        );
         assert!(
             exact.await.expect("verify"),
             "72 bytes is the limit, not past it"
         );
         let longer = format!("{long}y");
-        let verified = hasher.verify(SecretString::from(longer), Some(hash));
+        let verified = hasher.verify(
+            hasher.admit().expect("room"),
+            SecretString::from(longer),
+            Some(hash),
+        );
         assert!(!verified.await.expect("verify"));
     }
 }
