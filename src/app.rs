@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::SecretString;
@@ -23,6 +24,8 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     db: Db,
+    auth: Arc<Auth>,
+    purge_interval: Duration,
 }
 
 impl App {
@@ -48,10 +51,12 @@ impl App {
                 metrics.clone(),
             ),
             TokenKeys::new(&settings.jwt, &secret),
+            settings.sessions,
             metrics.clone(),
         );
+        let auth = Arc::new(auth);
         let state = AppState {
-            auth: Arc::new(auth),
+            auth: auth.clone(),
             metrics,
             ready_timeout: settings.database.acquire_timeout,
         };
@@ -64,6 +69,8 @@ impl App {
             listener,
             router,
             db,
+            auth,
+            purge_interval: settings.sessions.purge_interval,
         })
     }
 
@@ -79,16 +86,34 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr()?, database = self.db.kind(), "listening");
+        let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("server failed")?;
+            .context("server failed");
+        purge.abort();
+        served?;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Deletes ended sessions every `interval`, so the session tables do not grow without bound.
+async fn purge_sessions(auth: Arc<Auth>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate; start one interval after start-up
+    loop {
+        ticks.tick().await;
+        match auth.purge_sessions().await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "ended sessions purged"),
+            Err(err) => tracing::warn!(error = %err, "purging ended sessions failed"),
+        }
     }
 }
 

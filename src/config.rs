@@ -24,6 +24,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Access-token signing.
     pub jwt: JwtSettings,
+    /// Sessions and refresh tokens.
+    pub sessions: SessionSettings,
     /// bcrypt work factor for new hashes (`BCRYPT_COST`, 4..=31, default 12).
     pub bcrypt_cost: u32,
     /// Logins and sign-ups that may wait for a hashing slot, per core, before the rest get a
@@ -63,6 +65,20 @@ pub struct JwtSettings {
     pub issuer: Option<String>,
     /// `JWT_AUDIENCE`: sets and requires `aud` when present.
     pub audience: Option<String>,
+}
+
+/// Session lifetimes and refresh-token rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// How long after its use a refresh token may be presented again and get the same
+    /// successor (`REFRESH_TOKEN_GRACE_SECS`, default 10; 0 turns replays into reuse).
+    pub refresh_grace: Duration,
+    /// Absolute session lifetime from login (`SESSION_LIFETIME_SECS`, default 30 days).
+    pub lifetime: Duration,
+    /// A session not refreshed for this long ends (`SESSION_IDLE_TIMEOUT_SECS`, default 14 days).
+    pub idle_timeout: Duration,
+    /// How often ended sessions are deleted (`SESSION_PURGE_INTERVAL_SECS`, default 3600).
+    pub purge_interval: Duration,
 }
 
 /// Log line format.
@@ -147,6 +163,19 @@ impl Settings {
             };
             return Err(env.error(var, "must be at least 1"));
         }
+        let secs = |var: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
+            let value: u64 = env.parse(var, default)?;
+            if value < min {
+                return Err(env.error(var, &format!("must be at least {min}")));
+            }
+            Ok(Duration::from_secs(value))
+        };
+        let sessions = SessionSettings {
+            refresh_grace: secs("REFRESH_TOKEN_GRACE_SECS", 10, 0)?,
+            lifetime: secs("SESSION_LIFETIME_SECS", 30 * 24 * 3600, 1)?,
+            idle_timeout: secs("SESSION_IDLE_TIMEOUT_SECS", 14 * 24 * 3600, 1)?,
+            purge_interval: secs("SESSION_PURGE_INTERVAL_SECS", 3600, 1)?,
+        };
         let log_format = match env.get("LOG_FORMAT").as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
@@ -168,6 +197,7 @@ impl Settings {
                 issuer: env.get("JWT_ISSUER"),
                 audience: env.get("JWT_AUDIENCE"),
             },
+            sessions,
             bcrypt_cost,
             hash_queue_per_core: env.parse("PASSWORD_HASH_QUEUE_PER_CORE", 16)?,
             request_timeout: Duration::from_secs(timeout_secs),
@@ -307,6 +337,8 @@ mod tests {
             ("DATABASE_AUTO_MIGRATE", "maybe"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("REQUEST_TIMEOUT_SECS", "0"),
+            ("SESSION_LIFETIME_SECS", "0"),
+            ("REFRESH_TOKEN_GRACE_SECS", "soon"),
         ];
         for (var, value) in cases {
             let err = settings(&[(var, value)]).expect_err(var);

@@ -1,18 +1,22 @@
 //! Use cases of the auth service: sign-up, login and "who is this token". No HTTP, no SQL.
 
 pub mod passwords;
+mod sessions;
 pub mod tokens;
+
+pub use sessions::{Authenticated, ClientInfo, Tokens};
 
 use secrecy::SecretString;
 use tracing::Instrument;
 
 use std::sync::Arc;
 
+use crate::config::SessionSettings;
 use crate::domain::{Email, NewPassword, NewUser, User};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError, UniqueField};
 use passwords::{HashError, PasswordHasher};
-use tokens::{AccessToken, TokenKeys};
+use tokens::TokenKeys;
 
 /// Why a use case did not succeed, in the words of the auth layer.
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +24,15 @@ pub enum AuthError {
     /// Unknown account or wrong password: deliberately one case.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Missing, malformed, expired or foreign token, or its user is gone.
+    /// Missing, malformed, expired or foreign token, or its user or session is gone.
     #[error("invalid token")]
     InvalidToken,
+    /// A refresh token that is unknown, used, or whose session ended.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// No such session among the caller's.
+    #[error("session not found")]
+    SessionNotFound,
     /// Sign-up collided with an existing account.
     #[error("{0:?} already taken")]
     Taken(UniqueField),
@@ -74,16 +84,24 @@ pub struct Auth {
     db: Db,
     hasher: PasswordHasher,
     tokens: TokenKeys,
+    sessions: SessionSettings,
     metrics: Arc<Metrics>,
 }
 
 impl Auth {
     /// Puts the parts together.
-    pub fn new(db: Db, hasher: PasswordHasher, tokens: TokenKeys, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        db: Db,
+        hasher: PasswordHasher,
+        tokens: TokenKeys,
+        sessions: SessionSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             db,
             hasher,
             tokens,
+            sessions,
             metrics,
         }
     }
@@ -111,14 +129,15 @@ impl Auth {
         Ok(user)
     }
 
-    /// Checks credentials and issues an access token. An unknown account costs the same bcrypt
-    /// verification as a known one, so timing does not reveal which accounts exist.
+    /// Checks credentials, opens a session and issues its tokens. An unknown account costs the
+    /// same bcrypt verification as a known one, so timing does not reveal which accounts exist.
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
         name: LoginName,
         password: SecretString,
-    ) -> Result<AccessToken, AuthError> {
+        client: &ClientInfo,
+    ) -> Result<Tokens, AuthError> {
         // First a place in the hashing queue: a saturated service answers at once, without
         // a database query.
         let admission = self.hasher.admit()?;
@@ -149,7 +168,7 @@ impl Auth {
             (true, Some(user_id)) => {
                 self.metrics.record_login(LoginOutcome::Success);
                 tracing::info!(%user_id, "login succeeded");
-                Ok(self.tokens.issue(user_id)?)
+                self.open_session(user_id, client).await
             }
             _ => {
                 self.metrics.record_login(LoginOutcome::Failure);
@@ -167,17 +186,5 @@ impl Auth {
             Ok(email) => self.db.credentials_by_email(&email).await,
             Err(_) => Ok(None),
         }
-    }
-
-    /// The user an access token speaks for.
-    pub async fn current_user(&self, token: &str) -> Result<User, AuthError> {
-        let user_id = self.tokens.verify(token).map_err(|err| {
-            tracing::debug!(%err, "access token refused");
-            AuthError::InvalidToken
-        })?;
-        self.db
-            .user_by_id(user_id)
-            .await?
-            .ok_or(AuthError::InvalidToken)
     }
 }

@@ -36,6 +36,35 @@ impl fmt::Debug for UserId {
     }
 }
 
+/// The id of a login session. Its own type, so it cannot be swapped for a [`UserId`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SessionId(i64);
+
+impl SessionId {
+    /// Wraps an id read from the database or from a verified token.
+    pub fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    /// The raw id.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.0)
+    }
+}
+
 /// A stored account, without its password hash (that never leaves the store and auth layers).
 #[derive(Debug, Clone)]
 pub struct User {

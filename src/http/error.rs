@@ -15,6 +15,8 @@ use crate::store::UniqueField;
 pub const BAD_LOGIN: &str = "Incorrect username or password";
 /// The body of a 401 from an authenticated route, whatever was wrong with the token.
 pub const BAD_TOKEN: &str = "Could not validate credentials";
+/// The body of a 401 from `/auth/refresh`, whatever was wrong with the refresh token.
+pub const BAD_REFRESH: &str = "Invalid refresh token";
 
 /// One entry of a 422 body, as FastAPI (pydantic) writes it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -62,6 +64,9 @@ pub enum ApiError {
     /// 401 with `WWW-Authenticate: Bearer`.
     #[error("unauthorized")]
     Unauthorized(&'static str),
+    /// 404.
+    #[error("not found")]
+    NotFound(&'static str),
     /// 409.
     #[error("conflict")]
     Conflict(&'static str),
@@ -84,6 +89,8 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::InvalidCredentials => Self::Unauthorized(BAD_LOGIN),
             AuthError::InvalidToken => Self::Unauthorized(BAD_TOKEN),
+            AuthError::InvalidRefreshToken => Self::Unauthorized(BAD_REFRESH),
+            AuthError::SessionNotFound => Self::NotFound("Session not found"),
             AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
             AuthError::Unavailable(source) => Self::Unavailable(source.into()),
@@ -117,6 +124,7 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 response
             }
+            Self::NotFound(detail) => detail_response(StatusCode::NOT_FOUND, detail),
             Self::Conflict(detail) => detail_response(StatusCode::CONFLICT, detail),
             Self::PayloadTooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE),
             Self::Busy => {

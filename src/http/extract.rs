@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::{ApiError, BAD_TOKEN, FieldError};
-use crate::domain::{FieldRule, User};
+use crate::domain::{FieldRule, SessionId, User};
 
 /// The fields of a request body, read from a JSON object or, where allowed, a form.
 #[derive(Debug, Default)]
@@ -175,9 +175,15 @@ pub fn check<T, E: FieldRule>(
         .ok()
 }
 
-/// The user the request's `Authorization: Bearer` token speaks for; 401 otherwise.
+/// The user and session the request's `Authorization: Bearer` token speaks for, if that session
+/// is still active; 401 otherwise.
 #[derive(Debug)]
-pub struct CurrentUser(pub User);
+pub struct CurrentUser {
+    /// The token's user.
+    pub user: User,
+    /// The token's session.
+    pub session: SessionId,
+}
 
 impl<S> FromRequestParts<S> for CurrentUser
 where
@@ -197,6 +203,10 @@ where
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
         let state = AppState::from_ref(state);
-        Ok(Self(state.auth.current_user(token).await?))
+        let found = state.auth.authenticate(token).await?;
+        Ok(Self {
+            user: found.user,
+            session: found.session,
+        })
     }
 }

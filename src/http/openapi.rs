@@ -56,6 +56,7 @@ pub struct ValidationError {
     ),
     tags(
         (name = "auth", description = "Accounts and access tokens"),
+        (name = "sessions", description = "Refresh-token rotation, logout and session management"),
         (name = "operations", description = "Health, readiness and metrics")
     ),
     components(schemas(ErrorDetail, ValidationError, ValidationIssue)),

@@ -6,9 +6,11 @@
 //! reached becomes [`StoreError::Unavailable`].
 
 mod connect;
+mod sessions;
 mod users;
 
 pub use connect::{connect, migrate};
+pub use sessions::{NewSession, Rotation, SessionRow, TokenRecord};
 pub use users::{StoredCredentials, UniqueField};
 
 use sqlx::{PgPool, SqlitePool};

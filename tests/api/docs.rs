@@ -76,6 +76,8 @@ db_tests! {
         assert_eq!(served, listed);
         let expected: BTreeSet<(String, String)> = [
             ("POST", "/auth/signup"), ("POST", "/auth/login"), ("GET", "/auth/me"),
+            ("POST", "/auth/refresh"), ("POST", "/auth/logout"), ("POST", "/auth/logout-all"),
+            ("GET", "/auth/sessions"), ("DELETE", "/auth/sessions/{id}"),
             ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
         ]
         .into_iter()

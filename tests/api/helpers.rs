@@ -5,7 +5,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use cerego::app::App;
-use cerego::config::{DatabaseSettings, JwtSettings, LogFormat, Settings};
+use cerego::config::{DatabaseSettings, JwtSettings, LogFormat, SessionSettings, Settings};
 use reqwest::{Client, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -147,6 +147,28 @@ impl TestDb {
         }
     }
 
+    /// A count (or any integer) that `sql` selects from the test database.
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        match self {
+            Self::Sqlite { .. } => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url())
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("row")
+            }
+            Self::Postgres { url, .. } => {
+                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("row")
+            }
+        }
+    }
+
     /// The stored password hash of the account with `email`.
     pub async fn stored_hash(&self, email: &str) -> String {
         const SQL: &str = "SELECT hashed_password FROM users WHERE email = $1";
@@ -253,6 +275,12 @@ pub fn test_settings(url: &str) -> Settings {
             issuer: None,
             audience: None,
         },
+        sessions: SessionSettings {
+            refresh_grace: Duration::from_secs(10),
+            lifetime: Duration::from_secs(30 * 24 * 3600),
+            idle_timeout: Duration::from_secs(14 * 24 * 3600),
+            purge_interval: Duration::from_secs(3600),
+        },
         bcrypt_cost: 4,
         hash_queue_per_core: 16,
         request_timeout: Duration::from_secs(30),
@@ -354,12 +382,34 @@ impl TestApp {
 
     /// Logs `username` in with [`GOOD_PASSWORD`] and returns the access token.
     pub async fn token_for(&self, username: &str) -> String {
+        self.login_pair(username).await.0
+    }
+
+    /// Logs `username` in with [`GOOD_PASSWORD`]; returns the access and refresh tokens.
+    pub async fn login_pair(&self, username: &str) -> (String, String) {
         let response = self
             .login_json(&json!({ "username": username, "password": GOOD_PASSWORD }))
             .await;
         assert_eq!(response.status(), 200, "login of {username}");
         let body: Value = response.json().await.expect("json");
-        body["access_token"].as_str().expect("token").to_owned()
+        let field = |name: &str| body[name].as_str().expect(name).to_owned();
+        (field("access_token"), field("refresh_token"))
+    }
+
+    /// `POST /auth/refresh` with `refresh_token`.
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/auth/refresh", &json!({ "refresh_token": refresh_token }))
+            .await
+    }
+
+    /// A POST with a bearer token and no body.
+    pub async fn post_authed(&self, path: &str, token: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn me(&self, token: &str) -> Response {
@@ -412,7 +462,7 @@ pub async fn validation_errors(response: Response) -> Vec<(String, String)> {
                 .iter()
                 .map(|p| p.as_str().expect("loc part"))
                 .collect();
-            assert_eq!(loc[0], "body");
+            assert!(matches!(loc[0], "body" | "path"), "{loc:?}");
             assert!(entry["msg"].as_str().is_some_and(|m| !m.is_empty()));
             (
                 loc.get(1).copied().unwrap_or("").to_owned(),

@@ -10,5 +10,6 @@ mod login;
 mod me;
 mod overload;
 mod process;
+mod sessions;
 mod shutdown;
 mod signup;

@@ -72,10 +72,13 @@ db_tests! {
         let app = spawn_app(backend).await;
         let id = app.create_user("ada").await["id"].as_i64().expect("id").to_string();
         let valid = app.token_for("ada").await;
-        let claims = json!({ "sub": id, "iat": now(), "exp": now() + 600 });
         let hs256 = jsonwebtoken::Algorithm::HS256;
         let [header, payload, signature]: [&str; 3] =
             valid.split('.').collect::<Vec<_>>().try_into().expect("three parts");
+        let issued: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64"))
+            .expect("claims");
+        let sid = issued["sid"].as_str().expect("sid is a string").to_owned();
+        let claims = json!({ "sub": id, "sid": sid, "jti": "j", "iat": now(), "exp": now() + 600 });
 
         assert_rejected(&app, "not-a-jwt", "malformed").await;
         assert_rejected(&app, &format!("{header}.{payload}.{}", "A".repeat(43)), "bad signature").await;
@@ -85,14 +88,18 @@ db_tests! {
         assert_rejected(&app, &none, "alg none").await;
         let rs256 = format!("{}.{payload}.{signature}", b64(&json!({ "alg": "RS256", "typ": "JWT" })));
         assert_rejected(&app, &rs256, "RS256 header on an HMAC signature").await;
-        let expired = json!({ "sub": id, "iat": now() - 7200, "exp": now() - 3600 });
+        let expired = json!({ "sub": id, "sid": sid, "jti": "j", "iat": now() - 7200, "exp": now() - 3600 });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &expired), "expired").await;
-        let no_exp = json!({ "sub": id, "iat": now() });
+        let no_exp = json!({ "sub": id, "sid": sid, "jti": "j", "iat": now() });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &no_exp), "no exp").await;
-        let odd_sub = json!({ "sub": "ada", "iat": now(), "exp": now() + 600 });
+        let odd_sub = json!({ "sub": "ada", "sid": sid, "jti": "j", "iat": now(), "exp": now() + 600 });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &odd_sub), "sub not an id").await;
-        let ghost = json!({ "sub": "999999", "iat": now(), "exp": now() + 600 });
+        let ghost = json!({ "sub": "999999", "sid": sid, "jti": "j", "iat": now(), "exp": now() + 600 });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &ghost), "no such user").await;
+        let no_session = json!({ "sub": id, "jti": "j", "iat": now(), "exp": now() + 600 });
+        assert_rejected(&app, &mint(hs256, TEST_SECRET, &no_session), "no sid").await;
+        let other_session = json!({ "sub": id, "sid": "999999", "jti": "j", "iat": now(), "exp": now() + 600 });
+        assert_rejected(&app, &mint(hs256, TEST_SECRET, &other_session), "no such session").await;
 
         assert_eq!(app.me(&mint(hs256, TEST_SECRET, &claims)).await.status(), 200, "control");
     }

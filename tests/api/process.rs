@@ -196,9 +196,11 @@ async fn sigterm_finishes_requests_in_flight_and_logs_no_secret() {
         .send()
         .await
         .expect("login");
-    let token = login.json::<Value>().await.expect("json")["access_token"]
+    let tokens = login.json::<Value>().await.expect("json");
+    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let refresh = tokens["refresh_token"]
         .as_str()
-        .expect("token")
+        .expect("refresh")
         .to_owned();
     let me = client
         .get(format!("{}/auth/me", server.address))
@@ -231,7 +233,13 @@ async fn sigterm_finishes_requests_in_flight_and_logs_no_secret() {
     let logs = server.drain().join("\n");
     assert!(logs.contains("request finished"), "logs were captured");
     let hash_prefix = "$2b$13$";
-    for secret in [GOOD_PASSWORD, token.as_str(), TEST_SECRET, hash_prefix] {
+    for secret in [
+        GOOD_PASSWORD,
+        token.as_str(),
+        refresh.as_str(),
+        TEST_SECRET,
+        hash_prefix,
+    ] {
         assert!(
             !logs.contains(secret),
             "a secret reached the logs: {secret}"

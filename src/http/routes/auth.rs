@@ -9,7 +9,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::auth::LoginName;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+
+use crate::auth::{ClientInfo, LoginName, Tokens};
 use crate::domain::{Email, NewPassword, NewUser, User, Username};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
@@ -96,7 +101,7 @@ impl From<User> for UserResponse {
 
 /// The OAuth2 token response.
 #[derive(Serialize, ToSchema)]
-struct TokenResponse<'a> {
+pub struct TokenResponse<'a> {
     /// A JWT for `Authorization: Bearer`.
     #[schema(value_type = String, example = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.…")]
     access_token: &'a str,
@@ -106,6 +111,28 @@ struct TokenResponse<'a> {
     /// Seconds until the token expires.
     #[schema(example = 1800)]
     expires_in: u64,
+    /// Opaque token for `POST /auth/refresh`; it changes at every refresh.
+    #[schema(value_type = String, example = "crg_rt_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]
+    refresh_token: &'a str,
+    /// Seconds the refresh token stays usable if unused.
+    #[schema(example = 1_209_600)]
+    refresh_expires_in: u64,
+}
+
+/// The token response for `tokens`, uncacheable (RFC 6749 §5.1).
+pub fn token_response(tokens: &Tokens) -> Response {
+    let body = TokenResponse {
+        access_token: tokens.access.token.expose_secret(),
+        token_type: "bearer",
+        expires_in: tokens.access.expires_in,
+        refresh_token: tokens.refresh.expose(),
+        refresh_expires_in: tokens.refresh_expires_in,
+    };
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// `POST /auth/signup`: 201 with the new user, 409 for a taken e-mail or username, 422 listing
@@ -173,7 +200,7 @@ pub async fn signup(
         (LoginForm = "application/x-www-form-urlencoded")
     )),
     responses(
-        (status = 200, description = "Access token", body = TokenResponse,
+        (status = 200, description = "Access and refresh tokens", body = TokenResponse,
             headers(("cache-control" = String, description = "no-store"))),
         (status = 401, description = "Unknown account or wrong password (one answer for both)", body = ErrorDetail,
             headers(("www-authenticate" = String, description = "Bearer")),
@@ -185,6 +212,8 @@ pub async fn signup(
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -217,18 +246,15 @@ pub async fn login(
     let (Some(name), Some(password), true) = (name, password, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let token = state.auth.login(name, password).await?;
-    let body = TokenResponse {
-        access_token: token.token.expose_secret(),
-        token_type: "bearer",
-        expires_in: token.expires_in,
+    let client = ClientInfo {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip: Some(peer.ip().to_string()),
     };
-    let mut response = Json(body).into_response();
-    // RFC 6749 §5.1: responses carrying tokens must not be cached.
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    let tokens = state.auth.login(name, password, &client).await?;
+    Ok(token_response(&tokens))
 }
 
 /// `GET /auth/me`: the token's user.
@@ -247,6 +273,6 @@ pub async fn login(
             example = json!({ "detail": "Service unavailable" })),
     )
 )]
-pub async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
-    Json(user.into())
+pub async fn me(current: CurrentUser) -> Json<UserResponse> {
+    Json(current.user.into())
 }

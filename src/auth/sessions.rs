@@ -1,0 +1,218 @@
+//! Sessions: opened at login, extended by refresh-token rotation, ended by logout, revocation,
+//! reuse of a rotated token, idle timeout or absolute lifetime.
+
+use time::OffsetDateTime;
+
+use super::tokens::{AccessToken, RefreshToken, new_jti};
+use super::{Auth, AuthError};
+use crate::domain::{SessionId, User, UserId};
+use crate::store::{NewSession, Rotation, SessionRow, TokenRecord};
+
+/// What a login or a refresh hands out.
+#[derive(Debug)]
+pub struct Tokens {
+    /// The access token.
+    pub access: AccessToken,
+    /// The refresh token that replaces the presented one (or the first, at login).
+    pub refresh: RefreshToken,
+    /// Seconds the refresh token stays usable if not used (idle timeout, capped by the session's
+    /// absolute end).
+    pub refresh_expires_in: u64,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is calling, as recorded with a new session.
+#[derive(Debug, Default)]
+pub struct ClientInfo {
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The peer address.
+    pub ip: Option<String>,
+}
+
+/// A verified access token whose session is active, and its user.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The token's user.
+    pub user: User,
+    /// The token's session.
+    pub session: SessionId,
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl Auth {
+    fn idle_cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(secs(self.sessions.idle_timeout))
+    }
+
+    /// The tokens for a session, counting lifetimes from `now`.
+    fn tokens_for(
+        &self,
+        user: UserId,
+        session: SessionId,
+        record: &TokenRecord,
+        refresh: RefreshToken,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Tokens, AuthError> {
+        let access = self
+            .tokens
+            .issue(user, session, &record.jti, record.issued_at, now)?;
+        let until_end = expires_at.saturating_sub(now);
+        let refresh_expires_in = until_end.min(secs(self.sessions.idle_timeout)).max(0);
+        Ok(Tokens {
+            access,
+            refresh,
+            refresh_expires_in: u64::try_from(refresh_expires_in).unwrap_or(0),
+        })
+    }
+
+    /// Opens a session for `user` and issues its first tokens.
+    pub(super) async fn open_session(
+        &self,
+        user: UserId,
+        client: &ClientInfo,
+    ) -> Result<Tokens, AuthError> {
+        let now = now();
+        let refresh = RefreshToken::generate()?;
+        let record = TokenRecord {
+            hash: refresh.hash(),
+            jti: new_jti()?,
+            issued_at: now,
+        };
+        let expires_at = now.saturating_add(secs(self.sessions.lifetime));
+        let user_agent = client.user_agent.as_deref().map(|ua| cut(ua, 512));
+        let new = NewSession {
+            user,
+            now,
+            expires_at,
+            user_agent,
+            ip: client.ip.as_deref(),
+        };
+        let session = self.db.create_session(&new, &record).await?;
+        tracing::info!(user_id = %user, session_id = %session, "session opened");
+        self.tokens_for(user, session, &record, refresh, expires_at, now)
+    }
+
+    /// Rotates a refresh token. Presenting a used one again within the grace window returns the
+    /// same successor pair; later, it revokes that session (and only that one) and fails.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<Tokens, AuthError> {
+        let presented = RefreshToken::presented(presented).ok_or(AuthError::InvalidRefreshToken)?;
+        let successor = self.tokens.successor(&presented);
+        let now = now();
+        let record = TokenRecord {
+            hash: successor.hash(),
+            jti: new_jti()?,
+            issued_at: now,
+        };
+        let grace = secs(self.sessions.refresh_grace);
+        let rotation = self
+            .db
+            .rotate_refresh_token(&presented.hash(), &record, self.idle_cutoff(now), grace)
+            .await?;
+        match rotation {
+            Rotation::Rotated {
+                user,
+                session,
+                expires_at,
+            } => {
+                tracing::info!(user_id = %user, session_id = %session, "refresh token rotated");
+                self.tokens_for(user, session, &record, successor, expires_at, now)
+            }
+            Rotation::Replayed {
+                user,
+                session,
+                expires_at,
+                jti,
+                issued_at,
+            } => {
+                tracing::info!(user_id = %user, session_id = %session, "refresh replayed within grace");
+                let record = TokenRecord {
+                    hash: record.hash,
+                    jti,
+                    issued_at,
+                };
+                self.tokens_for(user, session, &record, successor, expires_at, now)
+            }
+            Rotation::Reused { session } => {
+                tracing::warn!(session_id = %session, "rotated refresh token reused: session revoked");
+                Err(AuthError::InvalidRefreshToken)
+            }
+            Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
+        }
+    }
+
+    /// The user and session an access token speaks for, if the session is still active.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let claims = self.tokens.verify(token).map_err(|err| {
+            tracing::debug!(%err, "access token refused");
+            AuthError::InvalidToken
+        })?;
+        let now = now();
+        let user = self
+            .db
+            .user_in_session(claims.user, claims.session, now, self.idle_cutoff(now))
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        Ok(Authenticated {
+            user,
+            session: claims.session,
+        })
+    }
+
+    /// Ends one of `user`'s sessions.
+    pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
+        if self.db.revoke_session(user, session, now()).await? {
+            tracing::info!(user_id = %user, session_id = %session, "session revoked");
+            Ok(())
+        } else {
+            Err(AuthError::SessionNotFound)
+        }
+    }
+
+    /// Ends every session of `user`.
+    pub async fn revoke_all_sessions(&self, user: UserId) -> Result<(), AuthError> {
+        let count = self.db.revoke_all_sessions(user, now()).await?;
+        tracing::info!(user_id = %user, count, "all sessions revoked");
+        Ok(())
+    }
+
+    /// `user`'s active sessions.
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRow>, AuthError> {
+        let now = now();
+        Ok(self
+            .db
+            .active_sessions(user, now, self.idle_cutoff(now))
+            .await?)
+    }
+
+    /// Deletes sessions that can never be used again; returns how many.
+    pub async fn purge_sessions(&self) -> Result<u64, AuthError> {
+        let now = now();
+        Ok(self.db.purge_sessions(now, self.idle_cutoff(now)).await?)
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,196 @@
+//! `/auth/refresh`, `/auth/logout`, `/auth/logout-all` and `/auth/sessions`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::domain::SessionId;
+use crate::http::AppState;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::{CurrentUser, JsonFields};
+use crate::http::openapi::{ErrorDetail, ValidationError};
+use crate::http::routes::auth::{TokenResponse, token_response};
+use crate::store::SessionRow;
+
+/// `POST /auth/refresh` request (documentation only).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the request body for OpenAPI only")]
+struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    #[schema(example = "crg_rt_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]
+    refresh_token: String,
+}
+
+/// One of the caller's active sessions.
+#[derive(Serialize, ToSchema)]
+pub struct SessionResponse {
+    /// Session id (the `sid` claim of its access tokens).
+    id: i64,
+    /// When the session began (login).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: OffsetDateTime,
+    /// The last login or refresh.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    last_used_at: OffsetDateTime,
+    /// `User-Agent` at login.
+    user_agent: Option<String>,
+    /// Client address at login.
+    ip: Option<String>,
+    /// Whether this is the session of the token making the request.
+    current: bool,
+}
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl SessionResponse {
+    fn new(row: SessionRow, current: SessionId) -> Self {
+        Self {
+            id: row.id,
+            created_at: at(row.created_at),
+            last_used_at: at(row.last_used_at),
+            user_agent: row.user_agent,
+            ip: row.ip,
+            current: row.id == current.get(),
+        }
+    }
+}
+
+/// Rotate a refresh token.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "sessions",
+    summary = "Exchange a refresh token for new tokens",
+    description = "The presented token is used up and a new one returned. Presenting it again \
+        within the grace window (REFRESH_TOKEN_GRACE_SECS) returns the same pair, so tabs \
+        refreshing at once are not logged out; presenting it later revokes its session.",
+    request_body(content = RefreshRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "New access and refresh tokens", body = TokenResponse),
+        (status = 401, description = "Unknown, reused or expired refresh token, or ended session", body = ErrorDetail,
+            example = json!({ "detail": "Invalid refresh token" })),
+        (status = 422, description = "Missing or malformed refresh_token", body = ValidationError),
+        (status = 503, description = "Database unavailable", body = ErrorDetail),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    JsonFields(mut fields): JsonFields,
+) -> Result<Response, ApiError> {
+    let mut errors = Vec::new();
+    let Some(token) = fields.required("refresh_token", &mut errors) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let tokens = state.auth.refresh(&token).await?;
+    Ok(token_response(&tokens))
+}
+
+/// End the current session.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "sessions",
+    summary = "Log out: end this session",
+    security(("OAuth2PasswordBearer" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "The session is revoked; its access and refresh tokens stop working at once"),
+        (status = 401, description = "Invalid access token", body = ErrorDetail),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .revoke_session(current.user.id, current.session)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every session of the caller.
+#[utoipa::path(
+    post,
+    path = "/auth/logout-all",
+    tag = "sessions",
+    summary = "Log out everywhere",
+    security(("OAuth2PasswordBearer" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Every session of the user is revoked"),
+        (status = 401, description = "Invalid access token", body = ErrorDetail),
+    )
+)]
+pub async fn logout_all(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<StatusCode, ApiError> {
+    state.auth.revoke_all_sessions(current.user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's active sessions.
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    tag = "sessions",
+    summary = "List my active sessions",
+    security(("OAuth2PasswordBearer" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Active sessions, oldest first", body = [SessionResponse]),
+        (status = 401, description = "Invalid access token", body = ErrorDetail),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<Json<Vec<SessionResponse>>, ApiError> {
+    let rows = state.auth.sessions_of(current.user.id).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| SessionResponse::new(row, current.session))
+            .collect(),
+    ))
+}
+
+/// End one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions/{id}",
+    tag = "sessions",
+    summary = "End one of my sessions",
+    params(("id" = i64, Path, description = "Session id")),
+    security(("OAuth2PasswordBearer" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "The session is revoked"),
+        (status = 401, description = "Invalid access token", body = ErrorDetail),
+        (status = 404, description = "No such active session of yours", body = ErrorDetail,
+            example = json!({ "detail": "Session not found" })),
+        (status = 422, description = "The id is not an integer", body = ValidationError),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::Validation(vec![FieldError {
+            loc: vec!["path".to_owned(), "id".to_owned()],
+            msg: "Input should be a valid integer".to_owned(),
+            kind: "int_parsing".to_owned(),
+        }])
+    })?;
+    state
+        .auth
+        .revoke_session(current.user.id, SessionId::new(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,315 @@
+//! SQL for `sessions` and `refresh_tokens`.
+//!
+//! Rotation, replay and revocation are decided inside one transaction whose first statement is
+//! a compare-and-swap `UPDATE`: on PostgreSQL the row lock makes a concurrent refresh of the same
+//! token wait for the winner's commit and then see it; on SQLite the write lock that `UPDATE`
+//! takes serialises them the same way. The session is updated with `revoked_at IS NULL` in its
+//! condition, so a revocation and a refresh cannot both win.
+
+use sqlx::FromRow;
+
+use super::{Db, StoreError, dispatch};
+use crate::domain::{SessionId, User, UserId};
+
+/// A new session and the refresh token issued with it.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    /// Whose session.
+    pub user: UserId,
+    /// Now, in Unix seconds.
+    pub now: i64,
+    /// Absolute end, in Unix seconds.
+    pub expires_at: i64,
+    /// The client's `User-Agent`, cut to 512 bytes.
+    pub user_agent: Option<&'a str>,
+    /// The client's address.
+    pub ip: Option<&'a str>,
+}
+
+/// A refresh token as stored: its hash and the access token minted with it.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// SHA-256 of the refresh token.
+    pub hash: [u8; 32],
+    /// `jti` of the access token issued with it.
+    pub jti: String,
+    /// `iat` of that access token (Unix seconds).
+    pub issued_at: i64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug)]
+pub enum Rotation {
+    /// It was current: it is now used, and the successor is stored.
+    Rotated {
+        /// The session's user.
+        user: UserId,
+        /// The session.
+        session: SessionId,
+        /// The session's absolute end.
+        expires_at: i64,
+    },
+    /// It was used moments ago (within the grace window): here is its successor again.
+    Replayed {
+        /// The session's user.
+        user: UserId,
+        /// The session.
+        session: SessionId,
+        /// The session's absolute end.
+        expires_at: i64,
+        /// The access token minted with the successor.
+        jti: String,
+        /// Its `iat`.
+        issued_at: i64,
+    },
+    /// It was used long ago: its session has just been revoked.
+    Reused {
+        /// The revoked session.
+        session: SessionId,
+    },
+    /// Unknown, or its session is revoked, expired or idle too long.
+    Invalid,
+}
+
+/// A session as the owner sees it.
+#[derive(Debug, FromRow)]
+pub struct SessionRow {
+    /// The session id.
+    pub id: i64,
+    /// When it began (Unix seconds).
+    pub created_at: i64,
+    /// Last login or refresh (Unix seconds).
+    pub last_used_at: i64,
+    /// `User-Agent` at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
+}
+
+#[derive(FromRow)]
+struct SessionUserRow {
+    id: i64,
+    email: String,
+    username: String,
+    created_at: time::OffsetDateTime,
+    updated_at: time::OffsetDateTime,
+}
+
+impl Db {
+    /// Stores a session and its first refresh token, in one transaction.
+    pub async fn create_session(
+        &self,
+        new: &NewSession<'_>,
+        token: &TokenRecord,
+    ) -> Result<SessionId, StoreError> {
+        const SESSION: &str = "INSERT INTO sessions \
+            (user_id, created_at, last_used_at, expires_at, user_agent, ip) \
+            VALUES ($1, $2, $2, $3, $4, $5) RETURNING id";
+        const TOKEN: &str = "INSERT INTO refresh_tokens \
+            (session_id, token_hash, access_jti, issued_at) VALUES ($1, $2, $3, $4)";
+        let id: i64 = dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(SESSION)
+                .bind(new.user.get())
+                .bind(new.now)
+                .bind(new.expires_at)
+                .bind(new.user_agent)
+                .bind(new.ip)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(TOKEN)
+                .bind(id)
+                .bind(&token.hash[..])
+                .bind(&token.jti)
+                .bind(token.issued_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            id
+        });
+        Ok(SessionId::new(id))
+    }
+
+    /// Presents the refresh token hashed as `presented`: rotates it to `successor`, replays the
+    /// successor within `grace` seconds of its use, or revokes the session on a later reuse.
+    pub async fn rotate_refresh_token(
+        &self,
+        presented: &[u8; 32],
+        successor: &TokenRecord,
+        idle_cutoff: i64,
+        grace: i64,
+    ) -> Result<Rotation, StoreError> {
+        const USE: &str = "UPDATE refresh_tokens SET used_at = $1 \
+            WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id";
+        const TOUCH: &str = "UPDATE sessions SET last_used_at = $1 \
+            WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 AND last_used_at > $3 \
+            RETURNING user_id, expires_at";
+        const INSERT: &str = "INSERT INTO refresh_tokens \
+            (session_id, token_hash, access_jti, issued_at) VALUES ($1, $2, $3, $4)";
+        const LOOKUP: &str = "SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1";
+        const SUCCESSOR: &str = "SELECT s.user_id, s.expires_at, rt.access_jti, rt.issued_at \
+            FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
+            WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2";
+        const REVOKE: &str =
+            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
+        let now = successor.issued_at;
+        let rotation = dispatch!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let won: Option<i64> = sqlx::query_scalar(USE)
+                .bind(now)
+                .bind(&presented[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(session) = won {
+                let touched: Option<(i64, i64)> = sqlx::query_as(TOUCH)
+                    .bind(now)
+                    .bind(session)
+                    .bind(idle_cutoff)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match touched {
+                    None => {
+                        tx.rollback().await?;
+                        Rotation::Invalid
+                    }
+                    Some((user, expires_at)) => {
+                        sqlx::query(INSERT)
+                            .bind(session)
+                            .bind(&successor.hash[..])
+                            .bind(&successor.jti)
+                            .bind(successor.issued_at)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Rotation::Rotated {
+                            user: UserId::new(user),
+                            session: SessionId::new(session),
+                            expires_at,
+                        }
+                    }
+                }
+            } else {
+                let found: Option<(i64, Option<i64>)> = sqlx::query_as(LOOKUP)
+                    .bind(&presented[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let rotation = match found {
+                    None | Some((_, None)) => Rotation::Invalid,
+                    Some((session, Some(used_at))) if grace > 0 && now - used_at <= grace => {
+                        let row: Option<(i64, i64, String, i64)> = sqlx::query_as(SUCCESSOR)
+                            .bind(&successor.hash[..])
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match row {
+                            Some((user, expires_at, jti, issued_at)) => Rotation::Replayed {
+                                user: UserId::new(user),
+                                session: SessionId::new(session),
+                                expires_at,
+                                jti,
+                                issued_at,
+                            },
+                            None => Rotation::Invalid,
+                        }
+                    }
+                    Some((session, Some(_))) => {
+                        sqlx::query(REVOKE).bind(now).bind(session).execute(&mut *tx).await?;
+                        Rotation::Reused { session: SessionId::new(session) }
+                    }
+                };
+                tx.commit().await?;
+                rotation
+            }
+        });
+        Ok(rotation)
+    }
+
+    /// The user of an access token, if its session is still active: one query for both checks.
+    pub async fn user_in_session(
+        &self,
+        user: UserId,
+        session: SessionId,
+        now: i64,
+        idle_cutoff: i64,
+    ) -> Result<Option<User>, StoreError> {
+        const SQL: &str = "SELECT u.id, u.email, u.username, u.created_at, u.updated_at \
+            FROM users u JOIN sessions s ON s.user_id = u.id \
+            WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL \
+            AND s.expires_at > $3 AND s.last_used_at > $4";
+        let row = dispatch!(self, pool => sqlx::query_as::<_, SessionUserRow>(SQL)
+            .bind(user.get())
+            .bind(session.get())
+            .bind(now)
+            .bind(idle_cutoff)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|r| User {
+            id: UserId::new(r.id),
+            email: r.email,
+            username: r.username,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }))
+    }
+
+    /// Revokes one of `user`'s sessions; `false` if there is no such active session of theirs.
+    pub async fn revoke_session(
+        &self,
+        user: UserId,
+        session: SessionId,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE sessions SET revoked_at = $1 \
+            WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL";
+        let done = dispatch!(self, pool => sqlx::query(SQL)
+            .bind(now)
+            .bind(session.get())
+            .bind(user.get())
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Revokes every session of `user`; returns how many were active.
+    pub async fn revoke_all_sessions(&self, user: UserId, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str =
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
+        Ok(dispatch!(self, pool => sqlx::query(SQL)
+            .bind(now)
+            .bind(user.get())
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
+    /// `user`'s active sessions, oldest first.
+    pub async fn active_sessions(
+        &self,
+        user: UserId,
+        now: i64,
+        idle_cutoff: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        const SQL: &str = "SELECT id, created_at, last_used_at, user_agent, ip FROM sessions \
+            WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_used_at > $3 \
+            ORDER BY id";
+        Ok(dispatch!(self, pool => sqlx::query_as::<_, SessionRow>(SQL)
+            .bind(user.get())
+            .bind(now)
+            .bind(idle_cutoff)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Deletes sessions (and, by cascade, their refresh tokens) that can never be used again.
+    pub async fn purge_sessions(&self, now: i64, idle_cutoff: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM sessions \
+            WHERE revoked_at IS NOT NULL OR expires_at <= $1 OR last_used_at <= $2";
+        Ok(dispatch!(self, pool => sqlx::query(SQL)
+            .bind(now)
+            .bind(idle_cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+}
