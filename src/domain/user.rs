@@ -1,4 +1,4 @@
-//! [`User`] and [`UserId`]: an account as the rest of the service sees it.
+//! [`User`], [`UserId`] and [`SessionId`]: an account as the rest of the service sees it.
 
 use std::fmt;
 
@@ -7,63 +7,49 @@ use time::OffsetDateTime;
 
 use super::{Email, Username};
 
-/// The database id of a user. It is its own type so it cannot be mixed up with other ids.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct UserId(i64);
+/// Declares an `i64` database id as its own type, so one kind of id cannot be passed where
+/// another is expected.
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(i64);
 
-impl UserId {
-    /// Wraps an id read from the database or from a verified token.
-    pub fn new(id: i64) -> Self {
-        Self(id)
-    }
+        impl $name {
+            /// Wraps an id read from the database or from a verified token.
+            pub fn new(id: i64) -> Self {
+                Self(id)
+            }
 
-    /// The raw id, for SQL parameters and token claims.
-    pub fn get(self) -> i64 {
-        self.0
-    }
+            /// The raw id, for SQL parameters and token claims.
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", self.0)
-    }
-}
-
-/// The id of a login session. Its own type, so it cannot be swapped for a [`UserId`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct SessionId(i64);
-
-impl SessionId {
-    /// Wraps an id read from the database or from a verified token.
-    pub fn new(id: i64) -> Self {
-        Self(id)
-    }
-
-    /// The raw id.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({})", self.0)
-    }
-}
+id_type!(
+    /// The database id of a user.
+    UserId
+);
+id_type!(
+    /// The id of a login session (the `sid` claim of its access tokens).
+    SessionId
+);
 
 /// A stored account, without its password hash (that never leaves the store and auth layers).
 #[derive(Debug, Clone)]

@@ -75,6 +75,24 @@ fn init_logs() {
     });
 }
 
+/// Runs `$body` with `$conn` bound to a new connection to the test database (of either kind).
+macro_rules! with_connection {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db {
+            TestDb::Sqlite { .. } => {
+                let mut $conn = sqlx::SqliteConnection::connect(&$db.url())
+                    .await
+                    .expect("connect");
+                $body
+            }
+            TestDb::Postgres { url, .. } => {
+                let mut $conn = sqlx::PgConnection::connect(url).await.expect("connect");
+                $body
+            }
+        }
+    };
+}
+
 /// A fresh, empty database that is deleted when dropped.
 pub enum TestDb {
     Sqlite {
@@ -125,73 +143,28 @@ impl TestDb {
 
     /// Runs one SQL statement with parameters against the test database, outside the app.
     pub async fn execute(&self, sql: &'static str, args: &[&str]) {
-        match self {
-            Self::Sqlite { .. } => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url())
-                    .await
-                    .expect("connect");
-                let mut query = sqlx::query(sql);
-                for arg in args {
-                    query = query.bind(*arg);
-                }
-                query.execute(&mut conn).await.expect("sql");
+        with_connection!(self, conn => {
+            let mut query = sqlx::query(sql);
+            for arg in args {
+                query = query.bind(*arg);
             }
-            Self::Postgres { url, .. } => {
-                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-                let mut query = sqlx::query(sql);
-                for arg in args {
-                    query = query.bind(*arg);
-                }
-                query.execute(&mut conn).await.expect("sql");
-            }
-        }
+            query.execute(&mut conn).await.expect("sql");
+        })
     }
 
     /// A count (or any integer) that `sql` selects from the test database.
     pub async fn scalar(&self, sql: &'static str) -> i64 {
-        match self {
-            Self::Sqlite { .. } => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url())
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("row")
-            }
-            Self::Postgres { url, .. } => {
-                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("row")
-            }
-        }
+        with_connection!(self, conn => {
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("row")
+        })
     }
 
     /// The stored password hash of the account with `email`.
     pub async fn stored_hash(&self, email: &str) -> String {
         const SQL: &str = "SELECT hashed_password FROM users WHERE email = $1";
-        match self {
-            Self::Sqlite { .. } => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.url())
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(SQL)
-                    .bind(email)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("row")
-            }
-            Self::Postgres { url, .. } => {
-                let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query_scalar(SQL)
-                    .bind(email)
-                    .fetch_one(&mut conn)
-                    .await
-                    .expect("row")
-            }
-        }
+        with_connection!(self, conn => {
+            sqlx::query_scalar(SQL).bind(email).fetch_one(&mut conn).await.expect("row")
+        })
     }
 }
 
