@@ -150,3 +150,54 @@ db_tests! {
         }
     }
 }
+
+/// A users table as the FastAPI system's SQLAlchemy model creates it (SERIAL id, naive
+/// timestamps, nullable columns, case-sensitive unique indexes) is adopted in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_table_from_the_fastapi_system_is_adopted_and_its_users_log_in() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let db = crate::helpers::TestDb::create(Backend::Postgres).await;
+    db.execute(
+        "CREATE TABLE users (id SERIAL PRIMARY KEY, email VARCHAR UNIQUE, username VARCHAR UNIQUE, \
+         hashed_password VARCHAR, created_at TIMESTAMP WITHOUT TIME ZONE DEFAULT now(), \
+         updated_at TIMESTAMP WITHOUT TIME ZONE)",
+        &[],
+    )
+    .await;
+    db.execute(
+        "INSERT INTO users (email, username, hashed_password, created_at) \
+         VALUES ($1, $2, $3, '2024-05-01 12:00:00')",
+        &["legacy@example.com", "legacy", PYTHON_HASH],
+    )
+    .await;
+    let url = db.url();
+    let app = crate::helpers::spawn_on(db, crate::helpers::test_settings(&url)).await;
+
+    let login = app
+        .login_form(&[("username", "legacy"), ("password", PYTHON_PASSWORD)])
+        .await;
+    assert_eq!(login.status(), 200);
+    let token = login.json::<Value>().await.expect("json")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let me: Value = app.me(&token).await.json().await.expect("json");
+    assert_eq!(me["username"], "legacy");
+    assert_eq!(me["created_at"], "2024-05-01T12:00:00Z");
+    assert_eq!(
+        me["updated_at"], "2024-05-01T12:00:00Z",
+        "a missing updated_at takes created_at"
+    );
+    let taken = app
+        .signup("LEGACY@example.com", "newcomer", GOOD_PASSWORD)
+        .await;
+    assert_detail(taken, 409, "Email already registered").await;
+    assert_eq!(
+        app.signup("new@example.com", "newcomer", GOOD_PASSWORD)
+            .await
+            .status(),
+        201
+    );
+}
