@@ -80,11 +80,6 @@ impl PasswordHasher {
         }
     }
 
-    /// The bcrypt cost of new hashes.
-    pub fn cost(&self) -> u32 {
-        self.cost
-    }
-
     /// A place in the queue, or [`HashError::Busy`] when it is full.
     pub fn admit(&self) -> Result<Admission, HashError> {
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {

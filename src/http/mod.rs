@@ -45,11 +45,6 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::metrics::metrics))
 }
 
-/// The OpenAPI description of [`api`].
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
-}
-
 /// The whole service: the API, its documentation and the middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let metrics = state.metrics.clone();
