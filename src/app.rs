@@ -45,11 +45,7 @@ impl App {
         let metrics = Arc::new(Metrics::new(db.kind()));
         let auth = Auth::new(
             db.clone(),
-            PasswordHasher::new(
-                settings.bcrypt_cost,
-                settings.hash_queue_per_core,
-                metrics.clone(),
-            ),
+            PasswordHasher::new(settings.bcrypt_cost, settings.hash_queue, metrics.clone()),
             TokenKeys::new(&settings.jwt, &secret),
             settings.sessions,
             metrics.clone(),

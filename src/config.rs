@@ -28,13 +28,23 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// bcrypt work factor for new hashes (`BCRYPT_COST`, 4..=31, default 12).
     pub bcrypt_cost: u32,
-    /// Logins and sign-ups that may wait for a hashing slot, per core, before the rest get a
-    /// fast 503 (`PASSWORD_HASH_QUEUE_PER_CORE`, default 16).
-    pub hash_queue_per_core: usize,
+    /// Logins and sign-ups that may wait for a hashing slot before the rest get a 503.
+    pub hash_queue: HashQueueSettings,
     /// Longest time a request may take before it gets a 503 (`REQUEST_TIMEOUT_SECS`, default 30).
     pub request_timeout: Duration,
     /// Log line format (`LOG_FORMAT`, default `json`).
     pub log_format: LogFormat,
+}
+
+/// How many logins and sign-ups may wait for a hashing slot, and how long a caller that finds
+/// them all taken waits for a place before its 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashQueueSettings {
+    /// Operations that may wait per core (`PASSWORD_HASH_QUEUE_PER_CORE`, default 16).
+    pub per_core: usize,
+    /// How long a caller finding the queue full waits for a place
+    /// (`PASSWORD_HASH_QUEUE_FULL_WAIT_MS`, 0..=5000, default 250).
+    pub full_wait: Duration,
 }
 
 /// Which database and how to reach it.
@@ -149,6 +159,13 @@ impl Settings {
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(env.error("BCRYPT_COST", "must be between 4 and 31"));
         }
+        let full_wait_ms: u64 = env.parse("PASSWORD_HASH_QUEUE_FULL_WAIT_MS", 250)?;
+        if full_wait_ms > 5_000 {
+            return Err(env.error(
+                "PASSWORD_HASH_QUEUE_FULL_WAIT_MS",
+                "must be at most 5000 (a rejection should come quickly)",
+            ));
+        }
         let max_connections: u32 = env.parse("DATABASE_MAX_CONNECTIONS", 10)?;
         if max_connections == 0 {
             return Err(env.error("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
@@ -199,7 +216,10 @@ impl Settings {
             },
             sessions,
             bcrypt_cost,
-            hash_queue_per_core: env.parse("PASSWORD_HASH_QUEUE_PER_CORE", 16)?,
+            hash_queue: HashQueueSettings {
+                per_core: env.parse("PASSWORD_HASH_QUEUE_PER_CORE", 16)?,
+                full_wait: Duration::from_millis(full_wait_ms),
+            },
             request_timeout: Duration::from_secs(timeout_secs),
             log_format,
         })
@@ -330,6 +350,8 @@ mod tests {
             ("BCRYPT_COST", "3"),
             ("BCRYPT_COST", "twelve"),
             ("PASSWORD_HASH_QUEUE_PER_CORE", "-1"),
+            ("PASSWORD_HASH_QUEUE_FULL_WAIT_MS", "-1"),
+            ("PASSWORD_HASH_QUEUE_FULL_WAIT_MS", "5001"),
             ("PORT", "70000"),
             ("HOST", "not-an-ip"),
             ("LOG_FORMAT", "xml"),

@@ -115,7 +115,7 @@ impl Auth {
     /// indexes (race-proof), so concurrent sign-ups give one account and the rest [`AuthError::Taken`].
     #[tracing::instrument(skip_all)]
     pub async fn signup(&self, new: NewUser, password: NewPassword) -> Result<User, AuthError> {
-        let admission = self.hasher.admit()?;
+        let admission = self.hasher.admit().await?;
         if let Some(field) = self.db.taken(&new.email, &new.username).await? {
             return Err(AuthError::Taken(field));
         }
@@ -140,7 +140,7 @@ impl Auth {
     ) -> Result<Tokens, AuthError> {
         // First a place in the hashing queue: a saturated service answers at once, without
         // a database query.
-        let admission = self.hasher.admit()?;
+        let admission = self.hasher.admit().await?;
         let credentials = match &name {
             LoginName::Email(raw) => self.by_email(raw).await?,
             LoginName::UsernameOrEmail(raw) if raw.contains('@') => self.by_email(raw).await?,

@@ -3,16 +3,22 @@
 //! bcrypt at cost 12 takes about a quarter of a second of one core. Running it on a Tokio worker
 //! would stall every other request on that worker, so each call goes to the blocking pool, and a
 //! semaphore lets at most one hash per core run at a time (more would only make each one slower).
-//! Behind the running hashes a bounded queue waits; past it, callers get [`HashError::Busy`] at
-//! once (a fast 503) instead of waiting many seconds for a slot.
+//! Behind the running hashes a bounded queue waits. A caller that finds the queue full waits a
+//! moment (a fraction of a second) for a place; if none frees up it gets [`HashError::Busy`] (a
+//! 503 with `Retry-After`), instead of waiting many seconds for a slot.
+//!
+//! The short wait is what keeps a flood cheap: a client that ignores `Retry-After` and resends at
+//! once can make the service answer at most one rejection per connection per wait, instead of as
+//! many as the CPU can produce, so the other routes keep the cores.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::config::HashQueueSettings;
 use crate::domain::password::MAX_BYTES;
 use crate::metrics::{HashOperation, Metrics};
 
@@ -27,10 +33,11 @@ pub struct PasswordHasher {
     cost: u32,
     dummy_hash: Arc<str>,
     slots: Arc<Semaphore>,
-    /// Operations admitted (running or waiting for a slot).
-    admitted: Arc<AtomicUsize>,
-    /// Most operations admitted at once: one running per core plus the queue.
-    capacity: usize,
+    /// Places for operations admitted (running or waiting for a slot): one running per core
+    /// plus the queue.
+    places: Arc<Semaphore>,
+    /// How long a caller waits for a place when the queue is full.
+    place_wait: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -49,12 +56,8 @@ pub enum HashError {
 /// work for the request, so a saturated service turns requests away without touching the
 /// database; it is given back when dropped, however the request ends.
 #[must_use = "an admission is spent by hash or verify"]
-pub struct Admission(Arc<AtomicUsize>);
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+pub struct Admission {
+    _place: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -67,27 +70,41 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     /// A hasher making hashes of `cost`, running as many at once as there are cores, with up
-    /// to `queue_per_core` × cores more waiting.
-    pub fn new(cost: u32, queue_per_core: usize, metrics: Arc<Metrics>) -> Self {
+    /// to `queue.per_core` × cores more waiting.
+    pub fn new(cost: u32, queue: HashQueueSettings, metrics: Arc<Metrics>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             cost,
             dummy_hash: format!("$2b${cost:02}${DUMMY_SALT_AND_HASH}").into(),
             slots: Arc::new(Semaphore::new(cores)),
-            admitted: Arc::new(AtomicUsize::new(0)),
-            capacity: cores * (1 + queue_per_core),
+            places: Arc::new(Semaphore::new(cores * (1 + queue.per_core))),
+            place_wait: queue.full_wait,
             metrics,
         }
     }
 
-    /// A place in the queue, or [`HashError::Busy`] when it is full.
-    pub fn admit(&self) -> Result<Admission, HashError> {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.record_hash_rejected();
-            return Err(HashError::Busy);
-        }
-        Ok(Admission(self.admitted.clone()))
+    /// A place in the queue. When the queue is full, waits up to the configured moment for one
+    /// (first come, first served), then gives [`HashError::Busy`].
+    pub async fn admit(&self) -> Result<Admission, HashError> {
+        let permit = match self.places.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => {
+                let waited =
+                    tokio::time::timeout(self.place_wait, self.places.clone().acquire_owned())
+                        .await;
+                match waited {
+                    Ok(permit) => permit.context("password hasher is shut down")?,
+                    Err(_elapsed) => {
+                        self.metrics.record_hash_rejected();
+                        return Err(HashError::Busy);
+                    }
+                }
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(anyhow::anyhow!("password hasher is shut down").into());
+            }
+        };
+        Ok(Admission { _place: permit })
     }
 
     /// Hashes a password that already passed the policy (so it fits bcrypt's 72 bytes).
@@ -157,25 +174,32 @@ mod tests {
         Arc::new(Metrics::new("sqlite"))
     }
 
+    fn queue(per_core: usize, full_wait_ms: u64) -> HashQueueSettings {
+        HashQueueSettings {
+            per_core,
+            full_wait: Duration::from_millis(full_wait_ms),
+        }
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
-        let hasher = PasswordHasher::new(4, 16, metrics());
+        let hasher = PasswordHasher::new(4, queue(16, 250), metrics());
         let hash = hasher
             .hash(
-                hasher.admit().expect("room"),
+                hasher.admit().await.expect("room"),
                 SecretString::from("correct horse"),
             )
             .await
             .expect("hash");
         assert!(hash.starts_with("$2b$04$"));
         let ok = hasher.verify(
-            hasher.admit().expect("room"),
+            hasher.admit().await.expect("room"),
             SecretString::from("correct horse"),
             Some(hash.clone()),
         );
         assert!(ok.await.expect("verify"));
         let wrong = hasher.verify(
-            hasher.admit().expect("room"),
+            hasher.admit().await.expect("room"),
             SecretString::from("wrong horse"),
             Some(hash),
         );
@@ -185,13 +209,13 @@ mod tests {
     #[tokio::test]
     async fn unknown_accounts_pay_one_verification_at_the_configured_cost() {
         for cost in [4, 12, 31] {
-            let hasher = PasswordHasher::new(cost, 16, metrics());
+            let hasher = PasswordHasher::new(cost, queue(16, 250), metrics());
             let parts: bcrypt::HashParts = hasher.dummy_hash.parse().expect("dummy is well formed");
             assert_eq!(parts.get_cost(), cost);
         }
-        let hasher = PasswordHasher::new(4, 16, metrics());
+        let hasher = PasswordHasher::new(4, queue(16, 250), metrics());
         let unknown = hasher.verify(
-            hasher.admit().expect("room"),
+            hasher.admit().await.expect("room"),
             SecretString::from("anything at all"),
             None,
         );
@@ -200,13 +224,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn past_the_queue_callers_are_turned_away_at_once() {
-        let hasher = PasswordHasher::new(10, 0, metrics());
+        let hasher = PasswordHasher::new(10, queue(0, 0), metrics());
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let calls: Vec<_> = (0..cores + 3)
             .map(|_| {
                 let hasher = hasher.clone();
                 tokio::spawn(async move {
-                    let admission = hasher.admit()?;
+                    let admission = hasher.admit().await?;
                     hasher
                         .verify(admission, SecretString::from("x"), None)
                         .await
@@ -223,32 +247,57 @@ mod tests {
         }
         assert!(busy >= 3, "{busy} of {} turned away", cores + 3);
         assert_eq!(
-            hasher.admitted.load(Ordering::Acquire),
-            0,
+            hasher.places.available_permits(),
+            cores,
             "every admission returned"
         );
         assert!(
             hasher
-                .verify(hasher.admit().expect("room"), SecretString::from("x"), None)
+                .verify(
+                    hasher.admit().await.expect("room"),
+                    SecretString::from("x"),
+                    None
+                )
                 .await
                 .is_ok(),
             "room again"
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_finding_the_queue_full_gets_a_place_that_frees_within_the_wait() {
+        let hasher = PasswordHasher::new(4, queue(0, 10_000), metrics());
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let calls: Vec<_> = (0..cores * 4)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move {
+                    let admission = hasher.admit().await?;
+                    hasher
+                        .verify(admission, SecretString::from("x"), None)
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            assert!(!call.await.expect("task").expect("admitted after a wait"));
+        }
+        assert_eq!(hasher.places.available_permits(), cores);
+    }
+
     #[tokio::test]
     async fn passwords_longer_than_bcrypt_reads_never_match() {
-        let hasher = PasswordHasher::new(4, 16, metrics());
+        let hasher = PasswordHasher::new(4, queue(16, 250), metrics());
         let long = "x".repeat(72);
         let hash = hasher
             .hash(
-                hasher.admit().expect("room"),
+                hasher.admit().await.expect("room"),
                 SecretString::from(long.clone()),
             )
             .await
             .expect("hash");
         let exact = hasher.verify(
-            hasher.admit().expect("room"),
+            hasher.admit().await.expect("room"),
             SecretString::from(long.clone()),
             Some(hash.clone()),
         );
@@ -258,7 +307,7 @@ mod tests {
         );
         let longer = format!("{long}y");
         let verified = hasher.verify(
-            hasher.admit().expect("room"),
+            hasher.admit().await.expect("room"),
             SecretString::from(longer),
             Some(hash),
         );

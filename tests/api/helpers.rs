@@ -255,7 +255,10 @@ pub fn test_settings(url: &str) -> Settings {
             purge_interval: Duration::from_secs(3600),
         },
         bcrypt_cost: 4,
-        hash_queue_per_core: 16,
+        hash_queue: cerego::config::HashQueueSettings {
+            per_core: 16,
+            full_wait: std::time::Duration::from_millis(250),
+        },
         request_timeout: Duration::from_secs(30),
         log_format: LogFormat::Json,
     }

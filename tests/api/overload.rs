@@ -1,4 +1,7 @@
-//! Bursts of password work: ordinary bursts are all served; past the queue, a fast 503.
+//! Bursts of password work: ordinary bursts are all served; past the queue, after a short wait
+//! for a place, a 503.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -37,10 +40,11 @@ db_tests! {
         assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
     }
 
-    async fn past_the_hashing_queue_logins_get_a_fast_503_with_retry_after(backend: Backend) {
+    async fn past_the_hashing_queue_logins_get_a_503_with_retry_after(backend: Backend) {
         let app = spawn_app_with(backend, |s| {
             s.bcrypt_cost = 12;
-            s.hash_queue_per_core = 0;
+            s.hash_queue.per_core = 0;
+            s.hash_queue.full_wait = Duration::ZERO;
         })
         .await;
         let bodies = (0..12)
@@ -58,5 +62,26 @@ db_tests! {
         assert!(results.iter().all(|r| matches!(r.0, 401 | 503)), "{results:?}");
         let metrics = app.get("/metrics").await.text().await.expect("text");
         assert!(metrics.contains(&format!("cerego_password_hash_rejected_total {}", busy.len())), "{metrics}");
+    }
+
+    async fn a_login_finding_the_queue_full_waits_for_a_place_before_turning_away(backend: Backend) {
+        // No queue at all: only one login per core is admitted at once, and every other one
+        // must wait for a place. Cheap hashes free places well within the wait.
+        let app = spawn_app_with(backend, |s| {
+            s.bcrypt_cost = 4;
+            s.hash_queue.per_core = 0;
+            s.hash_queue.full_wait = Duration::from_secs(5);
+        })
+        .await;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let bodies = (0..4 * cores)
+            .map(|i| json!({ "username": format!("nobody{i}"), "password": GOOD_PASSWORD }))
+            .collect();
+
+        let results = burst(&app, "/auth/login", bodies).await;
+
+        assert!(results.iter().all(|r| r.0 == 401), "every login was served: {results:?}");
+        let metrics = app.get("/metrics").await.text().await.expect("text");
+        assert!(metrics.contains("cerego_password_hash_rejected_total 0"), "{metrics}");
     }
 }
