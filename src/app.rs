@@ -83,6 +83,7 @@ impl App {
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr()?, database = self.db.kind(), "listening");
         let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
+        let reap = tokio::spawn(close_idle_connections(self.db.clone()));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -91,10 +92,21 @@ impl App {
             .await
             .context("server failed");
         purge.abort();
+        reap.abort();
         served?;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Closes database connections that have sat idle for long, once a minute.
+async fn close_idle_connections(db: Db) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        db.close_idle().await;
     }
 }
 

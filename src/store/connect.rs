@@ -2,17 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use sqlx::Connection;
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnectionMetadata;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-use super::Db;
+use super::{Db, dispatch, pool};
 use crate::config::{DatabaseKind, DatabaseSettings};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -29,12 +26,7 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBu
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?
                 // A query stuck behind a lock must not hold a request forever.
                 .options([("statement_timeout", "10s")]);
-            let pool = PgPoolOptions::new()
-                .max_connections(settings.max_connections)
-                .acquire_timeout(settings.acquire_timeout)
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
-                .connect_lazy_with(options);
+            let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
             Ok((Db::Postgres(pool), None))
         }
         Some(url) => {
@@ -62,30 +54,12 @@ fn sqlite_pool(options: SqliteConnectOptions, settings: &DatabaseSettings) -> an
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(settings.acquire_timeout)
         .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
-        .connect_lazy_with(options);
+    let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
     Ok(Db::Sqlite(pool))
 }
 
-/// A connection idle for longer than this is pinged before it is handed out.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
-
-/// sqlx pings every connection it hands out by default: a full round trip to the database before
-/// each query, which on `/auth/me` cost about 15 % of throughput. A connection that was used
-/// within the last second is known to be alive (sqlx also pings it when it is returned, and
-/// closes it if that fails), so only connections that sat idle are tested, as HikariCP does.
-async fn ping_if_idle<C: Connection>(
-    conn: &mut C,
-    meta: PoolConnectionMetadata,
-) -> Result<bool, sqlx::Error> {
-    if meta.idle_for >= PING_AFTER_IDLE {
-        conn.ping().await?;
-    }
-    Ok(true)
+fn max_size(settings: &DatabaseSettings) -> usize {
+    usize::try_from(settings.max_connections).unwrap_or(usize::MAX)
 }
 
 fn sqlite_file(options: &SqliteConnectOptions) -> Option<PathBuf> {
@@ -96,9 +70,10 @@ fn sqlite_file(options: &SqliteConnectOptions) -> Option<PathBuf> {
 
 /// Applies the migrations embedded for `db`'s database that have not run yet.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    match db {
-        Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
-        Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
-    }
-    .with_context(|| format!("running {} migrations failed", db.kind()))
+    let migrations = match db {
+        Db::Postgres(_) => &POSTGRES_MIGRATIONS,
+        Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+    };
+    dispatch!(db, conn => migrations.run(conn).await.map_err(sqlx::Error::from))
+        .with_context(|| format!("running {} migrations failed", db.kind()))
 }

@@ -6,6 +6,7 @@
 //! reached becomes [`StoreError::Unavailable`].
 
 mod connect;
+mod pool;
 mod sessions;
 mod users;
 
@@ -13,28 +14,44 @@ pub use connect::{connect, migrate};
 pub use sessions::{NewSession, Rotation, SessionRow, TokenRecord};
 pub use users::{StoredCredentials, UniqueField};
 
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgConnection, SqliteConnection};
+
+use pool::Pool;
 
 /// A connection pool to the configured database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Db {
     /// Production database.
-    Postgres(PgPool),
+    Postgres(Pool<PgConnection>),
     /// Embedded default and tests.
-    Sqlite(SqlitePool),
+    Sqlite(Pool<SqliteConnection>),
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool `$db` holds; the body is compiled once
-/// per database, so the same query text is checked against both drivers' types.
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Db").field(&self.kind()).finish()
+    }
+}
+
+/// Runs `$body` (an expression giving a `Result<_, sqlx::Error>`, in which `?` may be used)
+/// with `$conn` bound to a connection from whichever pool `$db` holds, and gives its result.
+/// The body is compiled once per database, so the same query text is checked against both
+/// drivers' types.
 macro_rules! dispatch {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, $conn:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Postgres($pool) => $body,
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres(pool) => {
+                $crate::store::with_conn(pool, async |$conn: &mut sqlx::PgConnection| $body).await
+            }
+            $crate::store::Db::Sqlite(pool) => {
+                $crate::store::with_conn(pool, async |$conn: &mut sqlx::SqliteConnection| $body)
+                    .await
+            }
         }
     };
 }
 pub(crate) use dispatch;
+use pool::with_conn;
 
 /// What went wrong in the store, in the store's words.
 #[derive(Debug, thiserror::Error)]
@@ -92,18 +109,43 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 impl Db {
     /// Answers `Ok` when the database executes a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop)?);
+        dispatch!(self, conn => sqlx::query("SELECT 1").execute(conn).await.map(drop))?;
         Ok(())
     }
 
-    /// Closes the pool, waiting for checked-out connections to come back.
+    /// Closes the pool: idle connections say goodbye to the server now, connections still in
+    /// use are closed when they come back.
     pub async fn close(&self) {
-        dispatch!(self, pool => pool.close().await);
+        match self {
+            Self::Postgres(pool) => {
+                pool::close_idle(pool, true).await;
+                pool.close();
+            }
+            Self::Sqlite(pool) => {
+                pool::close_idle(pool, true).await;
+                pool.close();
+            }
+        }
+    }
+
+    /// Closes connections idle for longer than [`pool::IDLE_TIMEOUT`].
+    pub async fn close_idle(&self) {
+        match self {
+            Self::Postgres(pool) => pool::close_idle(pool, false).await,
+            Self::Sqlite(pool) => pool::close_idle(pool, false).await,
+        }
     }
 
     /// Open and idle connections in the pool, for metrics.
     pub fn pool_stats(&self) -> (u32, usize) {
-        dispatch!(self, pool => (pool.size(), pool.num_idle()))
+        let status = match self {
+            Self::Postgres(pool) => pool.status(),
+            Self::Sqlite(pool) => pool.status(),
+        };
+        (
+            u32::try_from(status.size).unwrap_or(u32::MAX),
+            status.available,
+        )
     }
 
     /// Which database this is, for logs and readiness.

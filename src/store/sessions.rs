@@ -6,7 +6,7 @@
 //! takes serialises them the same way. The session is updated with `revoked_at IS NULL` in its
 //! condition, so a revocation and a refresh cannot both win.
 
-use sqlx::FromRow;
+use sqlx::{Connection, FromRow};
 
 use super::{Db, StoreError, dispatch};
 use crate::domain::{SessionId, User, UserId};
@@ -107,8 +107,8 @@ impl Db {
             VALUES ($1, $2, $2, $3, $4, $5) RETURNING id";
         const TOKEN: &str = "INSERT INTO refresh_tokens \
             (session_id, token_hash, access_jti, issued_at) VALUES ($1, $2, $3, $4)";
-        let id: i64 = dispatch!(self, pool => {
-            let mut tx = pool.begin().await?;
+        let id: i64 = dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
             let id: i64 = sqlx::query_scalar(SESSION)
                 .bind(new.user.get())
                 .bind(new.now)
@@ -125,8 +125,8 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            id
-        });
+            Ok(id)
+        })?;
         Ok(SessionId::new(id))
     }
 
@@ -153,14 +153,14 @@ impl Db {
         const REVOKE: &str =
             "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
         let now = successor.issued_at;
-        let rotation = dispatch!(self, pool => {
-            let mut tx = pool.begin().await?;
+        let rotation = dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
             let won: Option<i64> = sqlx::query_scalar(USE)
                 .bind(now)
                 .bind(&presented[..])
                 .fetch_optional(&mut *tx)
                 .await?;
-            if let Some(session) = won {
+            let rotation = if let Some(session) = won {
                 let touched: Option<(i64, i64)> = sqlx::query_as(TOUCH)
                     .bind(now)
                     .bind(session)
@@ -219,8 +219,9 @@ impl Db {
                 };
                 tx.commit().await?;
                 rotation
-            }
-        });
+            };
+            Ok(rotation)
+        })?;
         Ok(rotation)
     }
 
@@ -236,13 +237,13 @@ impl Db {
             FROM users u JOIN sessions s ON s.user_id = u.id \
             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL \
             AND s.expires_at > $3 AND s.last_used_at > $4";
-        let row = dispatch!(self, pool => sqlx::query_as::<_, SessionUserRow>(SQL)
+        let row = dispatch!(self, conn => sqlx::query_as::<_, SessionUserRow>(SQL)
             .bind(user.get())
             .bind(session.get())
             .bind(now)
             .bind(idle_cutoff)
-            .fetch_optional(pool)
-            .await?);
+            .fetch_optional(conn)
+            .await)?;
         Ok(row.map(|r| User {
             id: UserId::new(r.id),
             email: r.email,
@@ -261,13 +262,13 @@ impl Db {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sessions SET revoked_at = $1 \
             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL";
-        let done = dispatch!(self, pool => sqlx::query(SQL)
+        let done = dispatch!(self, conn => sqlx::query(SQL)
             .bind(now)
             .bind(session.get())
             .bind(user.get())
-            .execute(pool)
-            .await?
-            .rows_affected());
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected()))?;
         Ok(done == 1)
     }
 
@@ -275,12 +276,12 @@ impl Db {
     pub async fn revoke_all_sessions(&self, user: UserId, now: i64) -> Result<u64, StoreError> {
         const SQL: &str =
             "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
-        Ok(dispatch!(self, pool => sqlx::query(SQL)
+        Ok(dispatch!(self, conn => sqlx::query(SQL)
             .bind(now)
             .bind(user.get())
-            .execute(pool)
-            .await?
-            .rows_affected()))
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected()))?)
     }
 
     /// `user`'s active sessions, oldest first.
@@ -293,23 +294,23 @@ impl Db {
         const SQL: &str = "SELECT id, created_at, last_used_at, user_agent, ip FROM sessions \
             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_used_at > $3 \
             ORDER BY id";
-        Ok(dispatch!(self, pool => sqlx::query_as::<_, SessionRow>(SQL)
+        Ok(dispatch!(self, conn => sqlx::query_as::<_, SessionRow>(SQL)
             .bind(user.get())
             .bind(now)
             .bind(idle_cutoff)
-            .fetch_all(pool)
-            .await?))
+            .fetch_all(conn)
+            .await)?)
     }
 
     /// Deletes sessions (and, by cascade, their refresh tokens) that can never be used again.
     pub async fn purge_sessions(&self, now: i64, idle_cutoff: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM sessions \
             WHERE revoked_at IS NOT NULL OR expires_at <= $1 OR last_used_at <= $2";
-        Ok(dispatch!(self, pool => sqlx::query(SQL)
+        Ok(dispatch!(self, conn => sqlx::query(SQL)
             .bind(now)
             .bind(idle_cutoff)
-            .execute(pool)
-            .await?
-            .rows_affected()))
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected()))?)
     }
 }

@@ -88,10 +88,10 @@ impl Db {
     /// The user with `id`, if it exists.
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
         const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-        let row = dispatch!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+        let row = dispatch!(self, conn => sqlx::query_as::<_, UserRow>(SQL)
             .bind(id.get())
-            .fetch_optional(pool)
-            .await?);
+            .fetch_optional(conn)
+            .await)?;
         Ok(row.map(User::from))
     }
 
@@ -118,10 +118,10 @@ impl Db {
         sql: &'static str,
         key: &str,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        let row = dispatch!(self, pool => sqlx::query_as::<_, CredentialsRow>(sql)
+        let row = dispatch!(self, conn => sqlx::query_as::<_, CredentialsRow>(sql)
             .bind(key)
-            .fetch_optional(pool)
-            .await?);
+            .fetch_optional(conn)
+            .await)?;
         Ok(row.map(|r| StoredCredentials {
             user_id: UserId::new(r.id),
             hashed_password: r.hashed_password,
@@ -136,11 +136,11 @@ impl Db {
     ) -> Result<Option<UniqueField>, StoreError> {
         const SQL: &str = "SELECT lower(email) = lower($1) FROM users \
                            WHERE lower(email) = lower($1) OR lower(username) = lower($2)";
-        let hits: Vec<bool> = dispatch!(self, pool => sqlx::query_scalar(SQL)
+        let hits: Vec<bool> = dispatch!(self, conn => sqlx::query_scalar(SQL)
             .bind(email.as_str())
             .bind(username.as_str())
-            .fetch_all(pool)
-            .await?);
+            .fetch_all(conn)
+            .await)?;
         Ok(match (hits.contains(&true), hits.is_empty()) {
             (true, _) => Some(UniqueField::Email),
             (false, false) => Some(UniqueField::Username),
@@ -161,13 +161,13 @@ impl Db {
             user_columns!()
         );
         let now = now_micros();
-        let row = dispatch!(self, pool => sqlx::query_as::<_, UserRow>(SQL)
+        let row = dispatch!(self, conn => sqlx::query_as::<_, UserRow>(SQL)
             .bind(new.email.as_str())
             .bind(new.username.as_str())
             .bind(hashed_password)
             .bind(now)
-            .fetch_one(pool)
-            .await?);
+            .fetch_one(conn)
+            .await)?;
         Ok(row.into())
     }
 }

@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 
 use crate::db_tests;
 use crate::helpers::{
-    Backend, GOOD_PASSWORD, TestDb, assert_detail, spawn_app, spawn_on, test_settings,
+    Backend, GOOD_PASSWORD, TestDb, assert_detail, spawn_app, spawn_app_with, spawn_on,
+    test_settings,
 };
 
 db_tests! {
@@ -62,6 +63,83 @@ async fn an_unreachable_database_gives_503s_not_hangs_or_crashes() {
         .login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD }))
         .await;
     assert_detail(login, 503, "Service unavailable").await;
+}
+
+/// The server closes every connection the pool holds (as a PostgreSQL restart or a firewall
+/// would) while they sit idle: the next requests get fresh connections and never see an error.
+#[tokio::test]
+async fn connections_the_server_closed_while_idle_are_replaced_unseen() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres).await;
+    app.create_user("ada").await;
+    let token = app.token_for("ada").await;
+    let TestDb::Postgres {
+        admin_url, name, ..
+    } = &app.db
+    else {
+        unreachable!("a PostgreSQL test database")
+    };
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("admin");
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        assert!(!killed.is_empty(), "the pool had connections open");
+    }
+    // Longer than a connection may sit idle before it is checked (store::pool::PING_AFTER_IDLE).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+
+    for _ in 0..5 {
+        assert_eq!(app.me(&token).await.status().as_u16(), 200);
+    }
+    assert_eq!(app.get("/readyz").await.status().as_u16(), 200);
+}
+
+/// The server closes the pool's only connection right after it was used: the request that
+/// finds it dead fails (503), and that failure gets the connection checked and replaced before
+/// the next request, which succeeds.
+#[tokio::test]
+async fn a_connection_that_failed_is_checked_before_it_is_used_again() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let app = spawn_app_with(Backend::Postgres, |s| s.database.max_connections = 1).await;
+    app.create_user("ada").await;
+    let token = app.token_for("ada").await;
+    let TestDb::Postgres {
+        admin_url, name, ..
+    } = &app.db
+    else {
+        unreachable!("a PostgreSQL test database")
+    };
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("admin");
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .execute(&mut admin)
+        .await
+        .expect("terminate");
+    }
+
+    // 503 if it ran within PING_AFTER_IDLE of the last use (the usual case), 200 if a slow
+    // machine let the connection sit idle long enough to be checked first.
+    let first = app.me(&token).await.status().as_u16();
+    assert!(matches!(first, 200 | 503), "{first}");
+    for _ in 0..3 {
+        assert_eq!(app.me(&token).await.status().as_u16(), 200);
+    }
 }
 
 /// Stops the test database (refuses and cuts connections), then brings it back.
