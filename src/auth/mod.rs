@@ -7,7 +7,6 @@ pub mod tokens;
 pub use sessions::{Authenticated, ClientInfo, Tokens};
 
 use secrecy::SecretString;
-use tracing::Instrument;
 
 use std::sync::Arc;
 
@@ -113,17 +112,12 @@ impl Auth {
 
     /// Creates an account. Duplicates are caught before hashing (cheap) and again by the unique
     /// indexes (race-proof), so concurrent sign-ups give one account and the rest [`AuthError::Taken`].
-    #[tracing::instrument(skip_all)]
     pub async fn signup(&self, new: NewUser, password: NewPassword) -> Result<User, AuthError> {
         let admission = self.hasher.admit().await?;
         if let Some(field) = self.db.taken(&new.email, &new.username).await? {
             return Err(AuthError::Taken(field));
         }
-        let hash = self
-            .hasher
-            .hash(admission, password.into_secret())
-            .instrument(tracing::info_span!("hash_password"))
-            .await?;
+        let hash = self.hasher.hash(admission, password.into_secret()).await?;
         let user = self.db.insert_user(&new, &hash).await?;
         tracing::info!(user_id = %user.id, "account created");
         Ok(user)
@@ -131,7 +125,6 @@ impl Auth {
 
     /// Checks credentials, opens a session and issues its tokens. An unknown account costs the
     /// same bcrypt verification as a known one, so timing does not reveal which accounts exist.
-    #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
         name: LoginName,
@@ -159,11 +152,7 @@ impl Auth {
             Some(c) => (Some(c.user_id), Some(c.hashed_password)),
             None => (None, None),
         };
-        let matched = self
-            .hasher
-            .verify(admission, password, stored)
-            .instrument(tracing::info_span!("verify_password"))
-            .await?;
+        let matched = self.hasher.verify(admission, password, stored).await?;
         match (matched, user_id) {
             (true, Some(user_id)) => {
                 self.metrics.record_login(LoginOutcome::Success);

@@ -110,7 +110,6 @@ impl Auth {
 
     /// Rotates a refresh token. Presenting a used one again within the grace window returns the
     /// same successor pair; later, it revokes that session (and only that one) and fails.
-    #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, presented: &str) -> Result<Tokens, AuthError> {
         let presented = RefreshToken::presented(presented).ok_or(AuthError::InvalidRefreshToken)?;
         let successor = self.tokens.successor(&presented);

@@ -272,3 +272,36 @@ fn the_healthcheck_command_reports_whether_the_server_answers() {
         .expect("run");
     assert!(!down.status.success());
 }
+
+/// What a login logs says which request it was: the request id, method and route are on every
+/// line a request produces, not only on the access line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_outcome_is_logged_with_its_request_id_and_route() {
+    let mut server = start(|cmd| {
+        cmd.env("BCRYPT_COST", "4")
+            .env("JWT_SECRET_KEY", TEST_SECRET);
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/auth/login", server.address))
+        .header("x-request-id", "audit-check-42")
+        .form(&[("username", "nobody"), ("password", GOOD_PASSWORD)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 401);
+    server.signal("TERM");
+    assert!(server.wait().success());
+
+    let lines: Vec<Value> = server
+        .drain()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let outcome = lines
+        .iter()
+        .find(|line| line["message"] == "login failed")
+        .expect("the failed login is logged");
+    assert_eq!(outcome["span"]["request_id"], "audit-check-42", "{outcome}");
+    assert_eq!(outcome["span"]["route"], "/auth/login", "{outcome}");
+    assert_eq!(outcome["span"]["method"], "POST", "{outcome}");
+}
