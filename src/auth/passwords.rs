@@ -174,6 +174,24 @@ mod tests {
         Arc::new(Metrics::new("sqlite"))
     }
 
+    /// Starts `count` verifications at once, each asking for its own admission.
+    fn verify_at_once(
+        hasher: &PasswordHasher,
+        count: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<bool, HashError>>> {
+        (0..count)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move {
+                    let admission = hasher.admit().await?;
+                    hasher
+                        .verify(admission, SecretString::from("x"), None)
+                        .await
+                })
+            })
+            .collect()
+    }
+
     fn queue(per_core: usize, full_wait_ms: u64) -> HashQueueSettings {
         HashQueueSettings {
             per_core,
@@ -226,17 +244,7 @@ mod tests {
     async fn past_the_queue_callers_are_turned_away_at_once() {
         let hasher = PasswordHasher::new(10, queue(0, 0), metrics());
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let calls: Vec<_> = (0..cores + 3)
-            .map(|_| {
-                let hasher = hasher.clone();
-                tokio::spawn(async move {
-                    let admission = hasher.admit().await?;
-                    hasher
-                        .verify(admission, SecretString::from("x"), None)
-                        .await
-                })
-            })
-            .collect();
+        let calls = verify_at_once(&hasher, cores + 3);
         let mut busy = 0;
         for call in calls {
             match call.await.expect("task") {
@@ -268,17 +276,7 @@ mod tests {
     async fn a_caller_finding_the_queue_full_gets_a_place_that_frees_within_the_wait() {
         let hasher = PasswordHasher::new(4, queue(0, 10_000), metrics());
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let calls: Vec<_> = (0..cores * 4)
-            .map(|_| {
-                let hasher = hasher.clone();
-                tokio::spawn(async move {
-                    let admission = hasher.admit().await?;
-                    hasher
-                        .verify(admission, SecretString::from("x"), None)
-                        .await
-                })
-            })
-            .collect();
+        let calls = verify_at_once(&hasher, cores * 4);
         for call in calls {
             assert!(!call.await.expect("task").expect("admitted after a wait"));
         }

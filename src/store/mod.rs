@@ -117,14 +117,8 @@ impl Db {
     /// use are closed when they come back.
     pub async fn close(&self) {
         match self {
-            Self::Postgres(pool) => {
-                pool::close_idle(pool, true).await;
-                pool.close();
-            }
-            Self::Sqlite(pool) => {
-                pool::close_idle(pool, true).await;
-                pool.close();
-            }
+            Self::Postgres(pool) => pool::close(pool).await,
+            Self::Sqlite(pool) => pool::close(pool).await,
         }
     }
 

@@ -108,6 +108,13 @@ where
     out
 }
 
+/// Closes `pool`: idle connections say goodbye to the server now, the ones in use are dropped
+/// when they come back.
+pub async fn close<C: Connection>(pool: &Pool<C>) {
+    close_idle(pool, true).await;
+    pool.close();
+}
+
 /// Closes `pool`'s connections that have been idle for [`IDLE_TIMEOUT`] (all idle ones when
 /// `all`), telling the server goodbye.
 pub async fn close_idle<C: Connection>(pool: &Pool<C>, all: bool) {

@@ -65,6 +65,28 @@ async fn an_unreachable_database_gives_503s_not_hangs_or_crashes() {
     assert_detail(login, 503, "Service unavailable").await;
 }
 
+/// Has the server end every connection to `db` (as a restart or a firewall would); returns how
+/// many there were.
+async fn kill_connections(db: &TestDb) -> usize {
+    use sqlx::Connection;
+    let TestDb::Postgres {
+        admin_url, name, ..
+    } = db
+    else {
+        unreachable!("a PostgreSQL test database")
+    };
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("admin");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate");
+    killed.len()
+}
+
 /// The server closes every connection the pool holds (as a PostgreSQL restart or a firewall
 /// would) while they sit idle: the next requests get fresh connections and never see an error.
 #[tokio::test]
@@ -75,25 +97,10 @@ async fn connections_the_server_closed_while_idle_are_replaced_unseen() {
     let app = spawn_app(Backend::Postgres).await;
     app.create_user("ada").await;
     let token = app.token_for("ada").await;
-    let TestDb::Postgres {
-        admin_url, name, ..
-    } = &app.db
-    else {
-        unreachable!("a PostgreSQL test database")
-    };
-    {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("admin");
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(name)
-        .fetch_all(&mut admin)
-        .await
-        .expect("terminate");
-        assert!(!killed.is_empty(), "the pool had connections open");
-    }
+    assert!(
+        kill_connections(&app.db).await > 0,
+        "the pool had connections open"
+    );
     // Longer than a connection may sit idle before it is checked (store::pool::PING_AFTER_IDLE).
     tokio::time::sleep(Duration::from_millis(1_200)).await;
 
@@ -114,24 +121,7 @@ async fn a_connection_that_failed_is_checked_before_it_is_used_again() {
     let app = spawn_app_with(Backend::Postgres, |s| s.database.max_connections = 1).await;
     app.create_user("ada").await;
     let token = app.token_for("ada").await;
-    let TestDb::Postgres {
-        admin_url, name, ..
-    } = &app.db
-    else {
-        unreachable!("a PostgreSQL test database")
-    };
-    {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("admin");
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(name)
-        .execute(&mut admin)
-        .await
-        .expect("terminate");
-    }
+    kill_connections(&app.db).await;
 
     // 503 if it ran within PING_AFTER_IDLE of the last use (the usual case), 200 if a slow
     // machine let the connection sit idle long enough to be checked first.
@@ -168,19 +158,11 @@ async fn readiness_follows_a_postgres_outage_and_recovers_by_itself() {
                 .execute(&mut admin)
                 .await
                 .expect("alter");
-            if !allow {
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                )
-                .bind(&name)
-                .execute(&mut admin)
-                .await
-                .expect("terminate");
-            }
         }
     };
 
     outage(false).await;
+    kill_connections(&app.db).await;
     assert_detail(app.get("/readyz").await, 503, "Service unavailable").await;
     let login = app
         .login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD }))
