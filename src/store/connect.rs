@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -9,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
+use super::inline::InlineReads;
 use super::{Db, dispatch, pool};
 use crate::config::{DatabaseKind, DatabaseSettings};
 
@@ -33,7 +35,7 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBu
             let options = SqliteConnectOptions::from_str(url.expose_secret())
                 .context("DATABASE_URL is not a valid SQLite URL")?;
             let path = sqlite_file(&options);
-            Ok((sqlite_pool(options, settings)?, path))
+            Ok((sqlite_pool(options, path.clone(), settings)?, path))
         }
         None => {
             let path = DatabaseSettings::default_sqlite_path();
@@ -42,12 +44,20 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBu
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let options = SqliteConnectOptions::new().filename(&path);
-            Ok((sqlite_pool(options, settings)?, Some(path)))
+            Ok((
+                sqlite_pool(options, Some(path.clone()), settings)?,
+                Some(path),
+            ))
         }
     }
 }
 
-fn sqlite_pool(options: SqliteConnectOptions, settings: &DatabaseSettings) -> anyhow::Result<Db> {
+/// The pool for a SQLite database, with inline reads if it is the file at `path`.
+fn sqlite_pool(
+    options: SqliteConnectOptions,
+    path: Option<PathBuf>,
+    settings: &DatabaseSettings,
+) -> anyhow::Result<Db> {
     let options = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -55,7 +65,8 @@ fn sqlite_pool(options: SqliteConnectOptions, settings: &DatabaseSettings) -> an
         .busy_timeout(settings.acquire_timeout)
         .foreign_keys(true);
     let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
-    Ok(Db::Sqlite(pool))
+    let inline = path.map(|path| Arc::new(InlineReads::new(path)));
+    Ok(Db::Sqlite(pool, inline))
 }
 
 fn max_size(settings: &DatabaseSettings) -> usize {
@@ -72,7 +83,7 @@ fn sqlite_file(options: &SqliteConnectOptions) -> Option<PathBuf> {
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     let migrations = match db {
         Db::Postgres(_) => &POSTGRES_MIGRATIONS,
-        Db::Sqlite(_) => &SQLITE_MIGRATIONS,
+        Db::Sqlite(..) => &SQLITE_MIGRATIONS,
     };
     dispatch!(db, conn => migrations.run(conn).await.map_err(sqlx::Error::from))
         .with_context(|| format!("running {} migrations failed", db.kind()))

@@ -6,6 +6,7 @@
 //! reached becomes [`StoreError::Unavailable`].
 
 mod connect;
+mod inline;
 mod pool;
 mod sessions;
 mod users;
@@ -14,8 +15,11 @@ pub use connect::{connect, migrate};
 pub use sessions::{NewSession, Rotation, SessionRow, TokenRecord};
 pub use users::{StoredCredentials, UniqueField};
 
+use std::sync::Arc;
+
 use sqlx::{PgConnection, SqliteConnection};
 
+use inline::InlineReads;
 use pool::Pool;
 
 /// A connection pool to the configured database.
@@ -23,8 +27,9 @@ use pool::Pool;
 pub enum Db {
     /// Production database.
     Postgres(Pool<PgConnection>),
-    /// Embedded default and tests.
-    Sqlite(Pool<SqliteConnection>),
+    /// Embedded default and tests; for a database file, with connections for reads on the
+    /// calling thread (see [`inline`]).
+    Sqlite(Pool<SqliteConnection>, Option<Arc<InlineReads>>),
 }
 
 impl std::fmt::Debug for Db {
@@ -43,7 +48,7 @@ macro_rules! dispatch {
             $crate::store::Db::Postgres(pool) => {
                 $crate::store::with_conn(pool, async |$conn: &mut sqlx::PgConnection| $body).await
             }
-            $crate::store::Db::Sqlite(pool) => {
+            $crate::store::Db::Sqlite(pool, _) => {
                 $crate::store::with_conn(pool, async |$conn: &mut sqlx::SqliteConnection| $body)
                     .await
             }
@@ -118,7 +123,12 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Self::Postgres(pool) => pool::close(pool).await,
-            Self::Sqlite(pool) => pool::close(pool).await,
+            Self::Sqlite(pool, inline) => {
+                if let Some(inline) = inline {
+                    inline.close();
+                }
+                pool::close(pool).await;
+            }
         }
     }
 
@@ -126,7 +136,7 @@ impl Db {
     pub async fn close_idle(&self) {
         match self {
             Self::Postgres(pool) => pool::close_idle(pool, false).await,
-            Self::Sqlite(pool) => pool::close_idle(pool, false).await,
+            Self::Sqlite(pool, _) => pool::close_idle(pool, false).await,
         }
     }
 
@@ -134,7 +144,7 @@ impl Db {
     pub fn pool_stats(&self) -> (u32, usize) {
         let status = match self {
             Self::Postgres(pool) => pool.status(),
-            Self::Sqlite(pool) => pool.status(),
+            Self::Sqlite(pool, _) => pool.status(),
         };
         (
             u32::try_from(status.size).unwrap_or(u32::MAX),
@@ -146,7 +156,7 @@ impl Db {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
+            Self::Sqlite(..) => "sqlite",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use sqlx::{Connection, FromRow};
 
+use super::inline::Declined;
 use super::{Db, StoreError, dispatch};
 use crate::domain::{SessionId, User, UserId};
 
@@ -93,6 +94,18 @@ struct SessionUserRow {
     username: String,
     created_at: time::OffsetDateTime,
     updated_at: time::OffsetDateTime,
+}
+
+impl SessionUserRow {
+    fn into_user(self) -> User {
+        User {
+            id: UserId::new(self.id),
+            email: self.email,
+            username: self.username,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 impl Db {
@@ -237,6 +250,32 @@ impl Db {
             FROM users u JOIN sessions s ON s.user_id = u.id \
             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL \
             AND s.expires_at > $3 AND s.last_used_at > $4";
+        if let Db::Sqlite(_, Some(inline)) = self {
+            let read = inline.read(|conn| {
+                let mut query = conn.prepare_cached(SQL)?;
+                let mut rows = query.query((user.get(), session.get(), now, idle_cutoff))?;
+                rows.next()?
+                    .map(|row| {
+                        Ok(SessionUserRow {
+                            id: row.get(0)?,
+                            email: row.get(1)?,
+                            username: row.get(2)?,
+                            created_at: row.get(3)?,
+                            updated_at: row.get(4)?,
+                        })
+                    })
+                    .transpose()
+            });
+            match read {
+                Ok(row) => return Ok(row.map(SessionUserRow::into_user)),
+                Err(Declined::UsePool) => {}
+                Err(Declined::Failed(err)) => {
+                    return Err(StoreError::Unexpected(
+                        anyhow::Error::new(err).context("database query failed"),
+                    ));
+                }
+            }
+        }
         let row = dispatch!(self, conn => sqlx::query_as::<_, SessionUserRow>(SQL)
             .bind(user.get())
             .bind(session.get())
@@ -244,13 +283,7 @@ impl Db {
             .bind(idle_cutoff)
             .fetch_optional(conn)
             .await)?;
-        Ok(row.map(|r| User {
-            id: UserId::new(r.id),
-            email: r.email,
-            username: r.username,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }))
+        Ok(row.map(SessionUserRow::into_user))
     }
 
     /// Revokes one of `user`'s sessions; `false` if there is no such active session of theirs.
