@@ -13,11 +13,10 @@ use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 
 use super::error::{detail_for, detail_response};
 use crate::metrics::Metrics;
+use crate::telemetry::{self, RequestContext};
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -29,15 +28,8 @@ pub fn wrap(routes: Router, request_timeout: Duration, metrics: Arc<Metrics>) ->
     let stack = ServiceBuilder::new()
         .map_request(drop_unsafe_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(log_response)
-                .on_failure(()),
-        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn_with_state(metrics, count_request))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -64,45 +56,39 @@ fn drop_unsafe_request_id(mut req: Request) -> Request {
     req
 }
 
-/// The span every log line of a request belongs to. The route is the template (`/auth/me`),
-/// never the raw URI, whose query string could carry a secret.
-fn request_span(req: &Request) -> Span {
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!("request", request_id, method = %req.method(), route)
-}
-
-fn log_response(response: &Response, latency: Duration, _span: &Span) {
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "request finished"
-    );
-}
-
-/// Counts every request by method, route template and status, with its latency.
-async fn count_request(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+/// Gives the request's log lines its id, method and route template (never the raw URI, whose
+/// query string could carry a secret), then logs its outcome in one line and counts it.
+async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(req).await;
-    metrics.record_request(
-        method.as_str(),
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let context = RequestContext {
+        request_id: req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned(),
+        method: req.method().as_str().to_owned(),
+        route: route.clone(),
+    };
+    telemetry::in_request(context, async move {
+        let method = req.method().clone();
+        let response = next.run(req).await;
+        let latency = started.elapsed();
+        let status = response.status().as_u16();
+        tracing::info!(
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "request finished"
+        );
+        metrics.record_request(method.as_str(), &route, status, latency);
+        response
+    })
+    .await
 }
 
 /// Gives error responses that are not JSON yet (axum's 405, tower-http's 413 and timeout) the

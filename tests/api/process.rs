@@ -295,8 +295,22 @@ async fn a_login_outcome_is_logged_with_its_request_id_and_route() {
     let lines: Vec<Value> = server
         .drain()
         .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
+    let finished = lines
+        .iter()
+        .find(|line| line["message"] == "request finished")
+        .expect("the request is logged");
+    assert_eq!(finished["status"], 401, "{finished}");
+    assert!(
+        finished["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{finished}"
+    );
+    assert_eq!(finished["level"], "INFO", "{finished}");
+    assert_eq!(
+        finished["span"],
+        json!({ "name": "request", "request_id": "audit-check-42", "method": "POST", "route": "/auth/login" })
+    );
     let outcome = lines
         .iter()
         .find(|line| line["message"] == "login failed")
