@@ -158,69 +158,17 @@ impl PasswordHasher {
             .acquire()
             .await
             .context("password hasher is shut down")?;
-        let result = tokio::task::spawn_blocking(move || {
-            yield_to_requests();
-            work()
-        })
-        .await
-        .context("password hashing task failed")?;
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .context("password hashing task failed")?;
         self.metrics.record_hash(operation, started.elapsed());
         Ok(result?)
     }
 }
 
-/// How much lower than the request threads hashing threads run (a `nice` value).
-const HASHING_NICENESS: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority, once per thread: a hash is the one
-/// long computation here, and while hashes keep every core busy, a request needing a few
-/// microseconds of CPU (`/auth/me`, a refresh, a health check) should not wait behind them for
-/// the scheduler's next turn. On an idle machine a niced thread still runs at full speed.
-/// The thread belongs to Tokio's blocking pool and keeps the priority for whatever it runs
-/// later; only hashing runs there in this service.
-fn yield_to_requests() {
-    thread_local! {
-        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    LOWERED.with(|lowered| {
-        if !lowered.replace(true) {
-            // On Linux the nice value belongs to the thread whose id is given.
-            #[cfg(target_os = "linux")]
-            if let Err(err) = rustix::process::setpriority_process(
-                Some(rustix::thread::gettid()),
-                HASHING_NICENESS,
-            ) {
-                tracing::debug!(%err, "cannot lower the hashing thread's priority");
-            }
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn hashing_threads_run_below_request_threads() {
-        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
-        let before = own().expect("priority");
-        let (lowered, again) = std::thread::spawn(move || {
-            yield_to_requests();
-            let lowered = own().expect("priority");
-            yield_to_requests();
-            (lowered, own().expect("priority"))
-        })
-        .join()
-        .expect("thread");
-        assert_eq!(lowered, (before + HASHING_NICENESS).min(19));
-        assert_eq!(again, lowered, "lowered once per thread, not once per hash");
-        assert_eq!(
-            own().expect("priority"),
-            before,
-            "other threads keep theirs"
-        );
-    }
 
     fn metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new("sqlite"))
