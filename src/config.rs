@@ -32,6 +32,8 @@ pub struct Settings {
     pub hash_queue: HashQueueSettings,
     /// Longest time a request may take before it gets a 503 (`REQUEST_TIMEOUT_SECS`, default 30).
     pub request_timeout: Duration,
+    /// Connection handling: timeouts and the cap on open connections.
+    pub http: HttpSettings,
     /// Log line format (`LOG_FORMAT`, default `json`).
     pub log_format: LogFormat,
 }
@@ -47,6 +49,24 @@ pub struct HashQueueSettings {
     pub full_wait: Duration,
 }
 
+/// How connections are read, kept and capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// A connection that has not sent a whole request head this long after it opened (or after
+    /// its previous response) is closed (`HTTP_HEADER_READ_TIMEOUT_SECS`, 1..=300, default 10).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed
+    /// (`HTTP_IDLE_TIMEOUT_SECS`, 1..=3600, default 60).
+    pub idle_timeout: Duration,
+    /// A request body not fully received this long after the head gets 408
+    /// (`HTTP_BODY_READ_TIMEOUT_SECS`, 1..=300, default 10).
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; past it new ones wait in the kernel's backlog
+    /// (`HTTP_MAX_CONNECTIONS`, 1..=1000000, default 10000, and never more than the file limit
+    /// allows).
+    pub max_connections: usize,
+}
+
 /// Which database and how to reach it.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -59,6 +79,10 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// Run pending migrations when `serve` starts (`DATABASE_AUTO_MIGRATE`, default true).
     pub auto_migrate: bool,
+    /// Longest a single query may run, enforced by the server (PostgreSQL `statement_timeout`)
+    /// and by a client-side deadline on both databases (`DATABASE_QUERY_TIMEOUT_SECS`, 1..=300,
+    /// default 5).
+    pub query_timeout: Duration,
 }
 
 /// Access-token settings.
@@ -187,6 +211,17 @@ impl Settings {
             }
             Ok(Duration::from_secs(value))
         };
+        let secs_in = |var: &'static str,
+                       default: u64,
+                       min: u64,
+                       max: u64|
+         -> Result<Duration, ConfigError> {
+            let value: u64 = env.parse(var, default)?;
+            if !(min..=max).contains(&value) {
+                return Err(env.error(var, &format!("must be between {min} and {max}")));
+            }
+            Ok(Duration::from_secs(value))
+        };
         let sessions = SessionSettings {
             refresh_grace: secs("REFRESH_TOKEN_GRACE_SECS", 10, 0)?,
             lifetime: secs("SESSION_LIFETIME_SECS", 30 * 24 * 3600, 1)?,
@@ -206,6 +241,7 @@ impl Settings {
                 max_connections,
                 acquire_timeout: Duration::from_secs(acquire_secs),
                 auto_migrate: env.parse_bool("DATABASE_AUTO_MIGRATE", true)?,
+                query_timeout: secs_in("DATABASE_QUERY_TIMEOUT_SECS", 5, 1, 300)?,
             },
             jwt: JwtSettings {
                 secret: secret.map(SecretString::from),
@@ -221,6 +257,20 @@ impl Settings {
                 full_wait: Duration::from_millis(full_wait_ms),
             },
             request_timeout: Duration::from_secs(timeout_secs),
+            http: HttpSettings {
+                header_read_timeout: secs_in("HTTP_HEADER_READ_TIMEOUT_SECS", 10, 1, 300)?,
+                idle_timeout: secs_in("HTTP_IDLE_TIMEOUT_SECS", 60, 1, 3600)?,
+                body_read_timeout: secs_in("HTTP_BODY_READ_TIMEOUT_SECS", 10, 1, 300)?,
+                max_connections: {
+                    let max: usize = env.parse("HTTP_MAX_CONNECTIONS", 10_000)?;
+                    if !(1..=1_000_000).contains(&max) {
+                        return Err(
+                            env.error("HTTP_MAX_CONNECTIONS", "must be between 1 and 1000000")
+                        );
+                    }
+                    max
+                },
+            },
             log_format,
         })
     }
