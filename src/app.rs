@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
+use crate::auth::clock::{Clock, SystemClock};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
@@ -32,6 +33,15 @@ impl App {
     /// Connects the database (running migrations unless disabled), loads the signing key and
     /// binds the listener. Fails with a message naming what is wrong.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with the auth service reading the time from `clock` (tests move it to
+    /// check expiry without waiting).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let (db, sqlite_file) = store::connect(&settings.database)?;
         if settings.database.auto_migrate {
             store::migrate(&db)
@@ -49,7 +59,8 @@ impl App {
             TokenKeys::new(&settings.jwt, &secret),
             settings.sessions,
             metrics.clone(),
-        );
+        )
+        .with_clock(clock);
         let auth = Arc::new(auth);
         let state = AppState {
             auth: auth.clone(),

@@ -1,5 +1,6 @@
 //! Use cases of the auth service: sign-up, login and "who is this token". No HTTP, no SQL.
 
+pub mod clock;
 pub mod passwords;
 mod sessions;
 pub mod tokens;
@@ -14,8 +15,9 @@ use crate::config::SessionSettings;
 use crate::domain::{Email, NewPassword, NewUser, User};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError, UniqueField};
+use clock::{Clock, SystemClock};
 use passwords::{HashError, PasswordHasher};
-use tokens::TokenKeys;
+use tokens::{TokenKeys, TokenRejection};
 
 /// Why a use case did not succeed, in the words of the auth layer.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +25,10 @@ pub enum AuthError {
     /// Unknown account or wrong password: deliberately one case.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Missing, malformed, expired or foreign token, or its user or session is gone.
-    #[error("invalid token")]
-    InvalidToken,
+    /// Malformed, expired or foreign token, or its user or session is gone; says which, as far
+    /// as the client may know.
+    #[error("invalid token: {0}")]
+    InvalidToken(TokenRejection),
     /// A refresh token that is unknown, used, or whose session ended.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
@@ -85,6 +88,7 @@ pub struct Auth {
     tokens: TokenKeys,
     sessions: SessionSettings,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Auth {
@@ -102,7 +106,14 @@ impl Auth {
             tokens,
             sessions,
             metrics,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same service reading the time from `clock` (the system clock by default).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The database, for readiness checks.

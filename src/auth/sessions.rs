@@ -1,9 +1,7 @@
 //! Sessions: opened at login, extended by refresh-token rotation, ended by logout, revocation,
 //! reuse of a rotated token, idle timeout or absolute lifetime.
 
-use time::OffsetDateTime;
-
-use super::tokens::{AccessToken, RefreshToken, new_jti};
+use super::tokens::{AccessToken, RefreshToken, TokenRejection, new_jti};
 use super::{Auth, AuthError};
 use crate::domain::{SessionId, User, UserId};
 use crate::store::{NewSession, Rotation, SessionRow, TokenRecord};
@@ -46,15 +44,16 @@ pub struct Authenticated {
     pub session: SessionId,
 }
 
-fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Auth {
+    /// Now, by the service's clock, in the store's unit.
+    fn now(&self) -> i64 {
+        self.clock.unix_now()
+    }
+
     fn idle_cutoff(&self, now: i64) -> i64 {
         now.saturating_sub(secs(self.sessions.idle_timeout))
     }
@@ -87,7 +86,7 @@ impl Auth {
         user: UserId,
         client: &ClientInfo,
     ) -> Result<Tokens, AuthError> {
-        let now = now();
+        let now = self.now();
         let refresh = RefreshToken::generate()?;
         let record = TokenRecord {
             hash: refresh.hash(),
@@ -113,7 +112,7 @@ impl Auth {
     pub async fn refresh(&self, presented: &str) -> Result<Tokens, AuthError> {
         let presented = RefreshToken::presented(presented).ok_or(AuthError::InvalidRefreshToken)?;
         let successor = self.tokens.successor(&presented);
-        let now = now();
+        let now = self.now();
         let record = TokenRecord {
             hash: successor.hash(),
             jti: new_jti()?,
@@ -158,16 +157,16 @@ impl Auth {
 
     /// The user and session an access token speaks for, if the session is still active.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
-        let claims = self.tokens.verify(token).map_err(|err| {
+        let now = self.now();
+        let claims = self.tokens.verify(token, now).map_err(|err| {
             tracing::debug!(%err, "access token refused");
-            AuthError::InvalidToken
+            AuthError::InvalidToken(err.kind)
         })?;
-        let now = now();
         let user = self
             .db
             .user_in_session(claims.user, claims.session, now, self.idle_cutoff(now))
             .await?
-            .ok_or(AuthError::InvalidToken)?;
+            .ok_or(AuthError::InvalidToken(TokenRejection::SessionEnded))?;
         Ok(Authenticated {
             user,
             session: claims.session,
@@ -176,7 +175,7 @@ impl Auth {
 
     /// Ends one of `user`'s sessions.
     pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
-        if self.db.revoke_session(user, session, now()).await? {
+        if self.db.revoke_session(user, session, self.now()).await? {
             tracing::info!(user_id = %user, session_id = %session, "session revoked");
             Ok(())
         } else {
@@ -186,14 +185,14 @@ impl Auth {
 
     /// Ends every session of `user`.
     pub async fn revoke_all_sessions(&self, user: UserId) -> Result<(), AuthError> {
-        let count = self.db.revoke_all_sessions(user, now()).await?;
+        let count = self.db.revoke_all_sessions(user, self.now()).await?;
         tracing::info!(user_id = %user, count, "all sessions revoked");
         Ok(())
     }
 
     /// `user`'s active sessions.
     pub async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRow>, AuthError> {
-        let now = now();
+        let now = self.now();
         Ok(self
             .db
             .active_sessions(user, now, self.idle_cutoff(now))
@@ -202,7 +201,7 @@ impl Auth {
 
     /// Deletes sessions that can never be used again; returns how many.
     pub async fn purge_sessions(&self) -> Result<u64, AuthError> {
-        let now = now();
+        let now = self.now();
         Ok(self.db.purge_sessions(now, self.idle_cutoff(now)).await?)
     }
 }

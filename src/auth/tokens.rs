@@ -2,8 +2,23 @@
 //! tokens (presented only to `/auth/refresh`).
 //!
 //! The access-token verifier accepts exactly the configured algorithm (so `alg: none` and HS/RS
-//! confusion are refused before any signature check) and requires `exp`, `sub`, `sid` and `jti`.
-//! Any standard JWT library holding the secret verifies cerego's tokens.
+//! confusion are refused before any signature check) and requires `exp`, `iat`, `sub`, `sid` and
+//! `jti`. Any standard JWT library holding the secret verifies cerego's tokens.
+//!
+//! It is strict about everything else a token says, because a lax reading is how forged or
+//! replayed tokens get in:
+//! - The JOSE header may hold only `alg` and `typ` (`"JWT"`). `crit` is refused outright (RFC 7515
+//!   §4.1.11: a verifier must refuse extensions it does not understand), and so are the key
+//!   selectors `kid`, `jku`, `jwk`, `x5u`, `x5c`, `x5t`: cerego verifies with its one configured
+//!   key and never follows them, so a token carrying them was not minted by cerego. (When signing
+//!   keys rotate, `kid` will be allowed and must name one of our own keys.) The header is read
+//!   here from its base64url JSON rather than trusting the library's `Header`, so a member the
+//!   library does not model cannot slip through unseen.
+//! - Times are checked against the auth service's [`Clock`](super::clock::Clock), not the
+//!   library's system clock, with [`LEEWAY_SECS`] of skew: `exp` in the past, `nbf` in the future
+//!   or `iat` in the future are refused.
+//! - `sub` and `sid` must be canonical positive decimals (`"42"`, never `"+42"`, `"042"` or
+//!   `"-1"`), so one id has exactly one spelling.
 //!
 //! Refresh tokens are `crg_rt_` plus 256 bits, base64url. Only their SHA-256 is stored. The
 //! token issued on a rotation is derived from the presented one with a keyed HMAC, so a replay
@@ -23,8 +38,14 @@ use sha2::{Digest, Sha256};
 use crate::config::JwtSettings;
 use crate::domain::{SessionId, UserId};
 
-/// Seconds of clock skew tolerated on `exp` between the servers that issue and check tokens.
-const LEEWAY_SECS: u64 = 30;
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` between the servers that issue and
+/// check tokens.
+pub const LEEWAY_SECS: i64 = 30;
+/// The longest access token worth parsing. Cerego's are about 300 bytes; anything far larger is
+/// refused before any base64 or JSON work.
+const MAX_TOKEN_LEN: usize = 4096;
+/// The only JOSE header members a token may carry (see the module comment).
+const ALLOWED_HEADER: [&str; 2] = ["alg", "typ"];
 /// How every refresh token starts, so leaked ones are easy to recognise (and scan for).
 pub const REFRESH_PREFIX: &str = "crg_rt_";
 
@@ -74,15 +95,54 @@ struct Claims {
     iat: u64,
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
 }
 
-/// Why a presented token is not accepted. The HTTP layer answers all of them alike.
+/// What is wrong with a refused access token, as far as its holder may know: the HTTP layer
+/// turns it into the `WWW-Authenticate` description, so a client knows whether refreshing helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Genuine, but past its `exp`: refresh.
+    Expired,
+    /// Malformed, forged, foreign, or with claims we refuse: refreshing does not help.
+    Invalid,
+    /// Genuine and unexpired, but its session is over (logged out, revoked, expired, idle) or its
+    /// user is gone: log in again.
+    SessionEnded,
+}
+
+impl std::fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Expired => "expired",
+            Self::Invalid => "invalid",
+            Self::SessionEnded => "session ended",
+        })
+    }
+}
+
+/// Why a presented token is not accepted: the kind the client is told, and the exact reason,
+/// for debug logs only.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid access token: {0}")]
-pub struct InvalidToken(String);
+#[error("{kind} access token: {reason}")]
+pub struct InvalidToken {
+    /// What the client is told.
+    pub kind: TokenRejection,
+    reason: String,
+}
+
+impl InvalidToken {
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self {
+            kind: TokenRejection::Invalid,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// An opaque refresh token. `Debug` never shows it.
 pub struct RefreshToken(SecretString);
@@ -142,7 +202,10 @@ impl TokenKeys {
         required.extend(settings.issuer.as_ref().map(|_| "iss"));
         required.extend(settings.audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
-        validation.leeway = LEEWAY_SECS;
+        // The library would compare `exp`/`nbf` with the system clock; `verify` checks every time
+        // claim against the service's clock instead.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         match &settings.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -184,6 +247,7 @@ impl TokenKeys {
             jti: jti.to_owned(),
             iat,
             exp,
+            nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
@@ -196,17 +260,38 @@ impl TokenKeys {
         })
     }
 
-    /// What a valid access token says.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, InvalidToken> {
+    /// What a valid access token says, judged at `now` (seconds since 1970).
+    pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, InvalidToken> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(InvalidToken::invalid("too long"));
+        }
+        check_header(token)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|err| InvalidToken(format!("{:?}", err.kind())))?;
+            .map_err(|err| InvalidToken::invalid(format!("{:?}", err.kind())))?;
+        let claims = data.claims;
+        // Only now is the signature known good, so only now may a client hear "expired".
+        let secs = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        if secs(claims.exp).saturating_add(LEEWAY_SECS) < now {
+            return Err(InvalidToken {
+                kind: TokenRejection::Expired,
+                reason: "exp is past".into(),
+            });
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| secs(nbf) > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err(InvalidToken::invalid("nbf is in the future"));
+        }
+        if secs(claims.iat) > now.saturating_add(LEEWAY_SECS) {
+            return Err(InvalidToken::invalid("iat is in the future"));
+        }
         let id = |raw: &str, what: &str| {
-            raw.parse::<i64>()
-                .map_err(|_| InvalidToken(format!("{what} is not an id")))
+            canonical_id(raw).ok_or_else(|| InvalidToken::invalid(format!("{what} is not an id")))
         };
         Ok(AccessClaims {
-            user: UserId::new(id(&data.claims.sub, "sub")?),
-            session: SessionId::new(id(&data.claims.sid, "sid")?),
+            user: UserId::new(id(&claims.sub, "sub")?),
+            session: SessionId::new(id(&claims.sid, "sid")?),
         })
     }
 
@@ -217,6 +302,41 @@ impl TokenKeys {
             presented.expose().as_bytes(),
         ))
     }
+}
+
+/// Refuses a token whose JOSE header holds anything but `alg` and `typ: "JWT"`.
+fn check_header(token: &str) -> Result<(), InvalidToken> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(InvalidToken::invalid("not three segments"));
+    };
+    let json = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| InvalidToken::invalid("header is not base64url"))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&json)
+        .map_err(|_| InvalidToken::invalid("header is not a JSON object"))?;
+    if let Some(name) = header
+        .keys()
+        .find(|k| !ALLOWED_HEADER.contains(&k.as_str()))
+    {
+        return Err(InvalidToken::invalid(format!(
+            "header member {name:?} is not accepted"
+        )));
+    }
+    match header.get("typ") {
+        None => Ok(()),
+        Some(serde_json::Value::String(typ)) if typ.eq_ignore_ascii_case("JWT") => Ok(()),
+        Some(_) => Err(InvalidToken::invalid("typ is not JWT")),
+    }
+}
+
+/// `raw` as an id if it is a canonical positive decimal: digits only, no sign, no leading zero.
+fn canonical_id(raw: &str) -> Option<i64> {
+    let canonical =
+        !raw.is_empty() && !raw.starts_with('0') && raw.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| raw.parse::<i64>().ok()).flatten()
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
@@ -255,7 +375,9 @@ mod tests {
             .issue(UserId::new(42), SessionId::new(7), "j", now(), now())
             .expect("sign");
         assert_eq!(token.expires_in, 1800);
-        let claims = keys.verify(token.token.expose_secret()).expect("valid");
+        let claims = keys
+            .verify(token.token.expose_secret(), now())
+            .expect("valid");
         assert_eq!(claims.user, UserId::new(42));
         assert_eq!(claims.session, SessionId::new(7));
     }
@@ -279,18 +401,18 @@ mod tests {
         let other = TokenKeys::new(&settings(), &SecretString::from("x".repeat(32)));
         let (user, session) = (UserId::new(1), SessionId::new(1));
         let token = other.issue(user, session, "j", now(), now()).expect("sign");
-        assert!(keys.verify(token.token.expose_secret()).is_err());
+        assert!(keys.verify(token.token.expose_secret(), now()).is_err());
 
         let mut with_iss = settings();
         with_iss.issuer = Some("cerego".into());
         with_iss.audience = Some("learners".into());
         let strict = TokenKeys::new(&with_iss, &secret());
         let plain = keys.issue(user, session, "j", now(), now()).expect("sign");
-        assert!(strict.verify(plain.token.expose_secret()).is_err());
+        assert!(strict.verify(plain.token.expose_secret(), now()).is_err());
         let good = strict
             .issue(user, session, "j", now(), now())
             .expect("sign");
-        assert!(strict.verify(good.token.expose_secret()).is_ok());
+        assert!(strict.verify(good.token.expose_secret(), now()).is_ok());
     }
 
     #[test]
@@ -306,5 +428,206 @@ mod tests {
         assert!(RefreshToken::presented(a.expose()).is_some());
         assert!(RefreshToken::presented("eyJhbGciOiJIUzI1NiJ9.e30.x").is_none());
         assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    /// A token with `header` and `claims`, signed with the test secret (HS256) by hand, so the
+    /// header can hold anything.
+    fn forge(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = hmac_sha256(secret().expose_secret().as_bytes(), message.as_bytes());
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn claims_at(now: i64) -> serde_json::Value {
+        serde_json::json!({ "sub": "42", "sid": "7", "jti": "j", "iat": now, "exp": now + 600 })
+    }
+
+    fn hs256() -> serde_json::Value {
+        serde_json::json!({ "alg": "HS256", "typ": "JWT" })
+    }
+
+    fn rejection(token: &str, now: i64) -> Option<TokenRejection> {
+        let keys = TokenKeys::new(&settings(), &secret());
+        keys.verify(token, now).err().map(|err| err.kind)
+    }
+
+    #[test]
+    fn a_hand_signed_token_is_accepted_so_the_refusals_below_mean_something() {
+        let at = now();
+        assert_eq!(rejection(&forge(&hs256(), &claims_at(at)), at), None);
+        let no_typ = serde_json::json!({ "alg": "HS256" });
+        assert_eq!(rejection(&forge(&no_typ, &claims_at(at)), at), None);
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_given_clock_with_the_leeway() {
+        let keys = TokenKeys::new(&settings(), &secret());
+        let at = 1_000_000_000; // 2001: the system clock would call this long expired
+        let token = keys
+            .issue(UserId::new(1), SessionId::new(1), "j", at, at)
+            .expect("sign");
+        let token = token.token.expose_secret();
+        let exp = at + 1800;
+        assert!(keys.verify(token, at).is_ok());
+        assert!(
+            keys.verify(token, exp + LEEWAY_SECS).is_ok(),
+            "within the leeway"
+        );
+        let late = keys
+            .verify(token, exp + LEEWAY_SECS + 1)
+            .expect_err("expired");
+        assert_eq!(late.kind, TokenRejection::Expired);
+    }
+
+    #[test]
+    fn a_future_nbf_is_refused_beyond_the_leeway() {
+        let at = now();
+        let mut claims = claims_at(at);
+        claims["nbf"] = (at + 3600).into();
+        assert_eq!(
+            rejection(&forge(&hs256(), &claims), at),
+            Some(TokenRejection::Invalid)
+        );
+        claims["nbf"] = (at + LEEWAY_SECS).into();
+        assert_eq!(
+            rejection(&forge(&hs256(), &claims), at),
+            None,
+            "within the leeway"
+        );
+        claims["nbf"] = "soon".into();
+        assert_eq!(
+            rejection(&forge(&hs256(), &claims), at),
+            Some(TokenRejection::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_future_iat_is_refused_beyond_the_leeway() {
+        let at = now();
+        let mut claims = claims_at(at);
+        claims["iat"] = (at + 86_400).into();
+        assert_eq!(
+            rejection(&forge(&hs256(), &claims), at),
+            Some(TokenRejection::Invalid)
+        );
+        claims["iat"] = (at + LEEWAY_SECS).into();
+        assert_eq!(
+            rejection(&forge(&hs256(), &claims), at),
+            None,
+            "within the leeway"
+        );
+        let mut no_iat = claims_at(at);
+        no_iat.as_object_mut().expect("object").remove("iat");
+        assert_eq!(
+            rejection(&forge(&hs256(), &no_iat), at),
+            Some(TokenRejection::Invalid)
+        );
+    }
+
+    #[test]
+    fn exp_is_still_required() {
+        let at = now();
+        let mut claims = claims_at(at);
+        claims.as_object_mut().expect("object").remove("exp");
+        assert_eq!(
+            rejection(&forge(&hs256(), &claims), at),
+            Some(TokenRejection::Invalid)
+        );
+    }
+
+    #[test]
+    fn crit_and_key_selecting_header_members_are_refused() {
+        let at = now();
+        let extra = [
+            ("crit", serde_json::json!(["exp"])),
+            ("kid", "../../dev/null".into()),
+            ("jku", "https://attacker.example/jwks.json".into()),
+            ("x5u", "https://attacker.example/cert.pem".into()),
+            ("jwk", serde_json::json!({ "kty": "oct", "k": "AA" })),
+            ("x5c", serde_json::json!(["MIIB"])),
+            ("b64", false.into()),
+        ];
+        for (name, value) in extra {
+            let mut header = hs256();
+            header[name] = value;
+            let token = forge(&header, &claims_at(at));
+            assert_eq!(
+                rejection(&token, at),
+                Some(TokenRejection::Invalid),
+                "{name}"
+            );
+        }
+        let odd_typ = serde_json::json!({ "alg": "HS256", "typ": "at+jwt" });
+        assert_eq!(
+            rejection(&forge(&odd_typ, &claims_at(at)), at),
+            Some(TokenRejection::Invalid)
+        );
+        // The library's own header type would take these too: built with it, still refused.
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims_at(at),
+            &EncodingKey::from_secret(secret().expose_secret().as_bytes()),
+        )
+        .expect("sign");
+        assert_eq!(rejection(&token, at), Some(TokenRejection::Invalid));
+    }
+
+    #[test]
+    fn only_canonical_decimal_ids_are_accepted() {
+        let at = now();
+        for bad in [
+            "+1",
+            "01",
+            "-1",
+            "0",
+            "",
+            " 1",
+            "1 ",
+            "1.0",
+            "1e3",
+            "٣",
+            "99999999999999999999",
+        ] {
+            for claim in ["sub", "sid"] {
+                let mut claims = claims_at(at);
+                claims[claim] = bad.into();
+                let token = forge(&hs256(), &claims);
+                assert_eq!(
+                    rejection(&token, at),
+                    Some(TokenRejection::Invalid),
+                    "{claim} {bad:?}"
+                );
+            }
+        }
+        let mut numeric = claims_at(at);
+        numeric["sub"] = 42.into();
+        assert_eq!(
+            rejection(&forge(&hs256(), &numeric), at),
+            Some(TokenRejection::Invalid)
+        );
+        assert_eq!(canonical_id("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(canonical_id("10"), Some(10));
+    }
+
+    #[test]
+    fn oversized_and_malformed_tokens_are_refused() {
+        let at = now();
+        let big = forge(
+            &hs256(),
+            &serde_json::json!({
+                "sub": "42", "sid": "7", "jti": "x".repeat(100_000), "iat": at, "exp": at + 600
+            }),
+        );
+        assert_eq!(rejection(&big, at), Some(TokenRejection::Invalid));
+        let good = forge(&hs256(), &claims_at(at));
+        for bad in ["", "a.b", "a.b.c.d", "!!!.e30.", &format!("{good}.x")] {
+            assert_eq!(rejection(bad, at), Some(TokenRejection::Invalid), "{bad}");
+        }
     }
 }

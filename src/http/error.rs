@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::auth::tokens::TokenRejection;
 use crate::domain::FieldRule;
 use crate::store::UniqueField;
 
@@ -17,6 +18,20 @@ pub const BAD_LOGIN: &str = "Incorrect username or password";
 pub const BAD_TOKEN: &str = "Could not validate credentials";
 /// The body of a 401 from `/auth/refresh`, whatever was wrong with the refresh token.
 pub const BAD_REFRESH: &str = "Invalid refresh token";
+
+/// `WWW-Authenticate` when no credentials were sent (RFC 6750 §3.1: then no error code), and on
+/// the 401s of login and refresh.
+pub const CHALLENGE: &str = "Bearer";
+/// `WWW-Authenticate` for a genuine access token past its `exp`: the client should refresh.
+pub const CHALLENGE_EXPIRED: &str =
+    r#"Bearer error="invalid_token", error_description="The access token expired""#;
+/// `WWW-Authenticate` for a malformed, forged or otherwise refused access token.
+pub const CHALLENGE_INVALID: &str =
+    r#"Bearer error="invalid_token", error_description="The access token is invalid""#;
+/// `WWW-Authenticate` for a genuine access token whose session is over (or whose user is gone):
+/// refreshing will not help, the user must log in again.
+pub const CHALLENGE_SESSION_ENDED: &str =
+    r#"Bearer error="invalid_token", error_description="The session has ended""#;
 
 /// One entry of a 422 body, as FastAPI (pydantic) writes it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -61,9 +76,14 @@ pub enum ApiError {
     /// 422: the request's fields, each with what is wrong.
     #[error("invalid request")]
     Validation(Vec<FieldError>),
-    /// 401 with `WWW-Authenticate: Bearer`.
+    /// 401 with its `detail` and its `WWW-Authenticate` challenge (one of the `CHALLENGE*`).
     #[error("unauthorized")]
-    Unauthorized(&'static str),
+    Unauthorized {
+        /// The body's `detail`.
+        detail: &'static str,
+        /// The `WWW-Authenticate` value.
+        challenge: &'static str,
+    },
     /// 404.
     #[error("not found")]
     NotFound(&'static str),
@@ -87,15 +107,32 @@ pub enum ApiError {
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::InvalidCredentials => Self::Unauthorized(BAD_LOGIN),
-            AuthError::InvalidToken => Self::Unauthorized(BAD_TOKEN),
-            AuthError::InvalidRefreshToken => Self::Unauthorized(BAD_REFRESH),
+            AuthError::InvalidCredentials => Self::unauthorized(BAD_LOGIN),
+            AuthError::InvalidToken(why) => Self::Unauthorized {
+                detail: BAD_TOKEN,
+                challenge: match why {
+                    TokenRejection::Expired => CHALLENGE_EXPIRED,
+                    TokenRejection::Invalid => CHALLENGE_INVALID,
+                    TokenRejection::SessionEnded => CHALLENGE_SESSION_ENDED,
+                },
+            },
+            AuthError::InvalidRefreshToken => Self::unauthorized(BAD_REFRESH),
             AuthError::SessionNotFound => Self::NotFound("Session not found"),
             AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
             AuthError::Unavailable(source) => Self::Unavailable(source.into()),
             AuthError::Busy => Self::Busy,
             AuthError::Unexpected(source) => Self::Unexpected(source),
+        }
+    }
+}
+
+impl ApiError {
+    /// 401 with `detail` and the plain `Bearer` challenge.
+    pub fn unauthorized(detail: &'static str) -> Self {
+        Self::Unauthorized {
+            detail,
+            challenge: CHALLENGE,
         }
     }
 }
@@ -117,11 +154,12 @@ impl IntoResponse for ApiError {
                 Json(json!({ "detail": errors })),
             )
                 .into_response(),
-            Self::Unauthorized(detail) => {
+            Self::Unauthorized { detail, challenge } => {
                 let mut response = detail_response(StatusCode::UNAUTHORIZED, detail);
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
                 response
             }
             Self::NotFound(detail) => detail_response(StatusCode::NOT_FOUND, detail),

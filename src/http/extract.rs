@@ -201,7 +201,8 @@ where
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
+            // No credentials: the plain `Bearer` challenge, no error code (RFC 6750 §3.1).
+            .ok_or(ApiError::unauthorized(BAD_TOKEN))?;
         let state = AppState::from_ref(state);
         let found = state.auth.authenticate(token).await?;
         Ok(Self {
