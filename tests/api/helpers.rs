@@ -1,10 +1,11 @@
 //! Spawning the real app on a random port with its own fresh database, and talking HTTP to it.
 
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use cerego::app::App;
+use cerego::auth::clock::ManualClock;
 use cerego::config::{DatabaseSettings, JwtSettings, LogFormat, SessionSettings, Settings};
 use reqwest::{Client, Response};
 use secrecy::SecretString;
@@ -285,6 +286,8 @@ pub struct TestApp {
     pub db: TestDb,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The auth service's clock, when the app was started with [`spawn_app_with_clock`].
+    clock: Option<Arc<ManualClock>>,
 }
 
 /// Starts the app on a fresh database of `backend`.
@@ -300,10 +303,27 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     spawn_on(db, settings).await
 }
 
+/// Starts the app on a fresh database of `backend`, with `tweak` applied to its settings and a
+/// clock that stands still until [`TestApp::advance_clock`] moves it.
+pub async fn spawn_app_with_clock(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::create(backend).await;
+    let mut settings = test_settings(&db.url());
+    tweak(&mut settings);
+    start(db, settings, Some(Arc::new(ManualClock::starting_now()))).await
+}
+
 /// Starts the app with `settings` (whose database is `db`).
 pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
+    start(db, settings, None).await
+}
+
+async fn start(db: TestDb, settings: Settings, clock: Option<Arc<ManualClock>>) -> TestApp {
     init_logs();
-    let app = App::build(settings).await.expect("app builds");
+    let app = match &clock {
+        Some(clock) => App::build_with_clock(settings, clock.clone()).await,
+        None => App::build(settings).await,
+    }
+    .expect("app builds");
     let addr: SocketAddr = app.local_addr().expect("bound");
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
@@ -318,10 +338,28 @@ pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
         db,
         shutdown: Some(shutdown),
         server: Some(server),
+        clock,
     }
 }
 
 impl TestApp {
+    /// Moves the app's clock forward by `by`; the app must come from [`spawn_app_with_clock`].
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock
+            .as_ref()
+            .expect("spawned with spawn_app_with_clock")
+            .advance(by);
+    }
+
+    /// The app's clock now, as seconds since 1970 (the system's time for a system clock).
+    pub fn clock_now(&self) -> i64 {
+        use cerego::auth::clock::Clock;
+        match &self.clock {
+            Some(clock) => clock.unix_now(),
+            None => time::OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -6,6 +6,7 @@ mod helpers;
 mod docs;
 mod health;
 mod hostile;
+mod jwt;
 mod login;
 mod me;
 mod overload;

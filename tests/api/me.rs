@@ -1,3 +1,6 @@
+//! `GET /auth/me`: the token's user, and every way a token is refused, with the
+//! `WWW-Authenticate` challenge that tells the client what to do next.
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{EncodingKey, Header};
@@ -23,16 +26,31 @@ fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
-async fn assert_rejected(app: &TestApp, token: &str, why: &str) {
+/// `WWW-Authenticate` on a token that is malformed, forged or otherwise refused.
+pub const INVALID: &str =
+    r#"Bearer error="invalid_token", error_description="The access token is invalid""#;
+/// `WWW-Authenticate` on a genuine token past its `exp`.
+pub const EXPIRED: &str =
+    r#"Bearer error="invalid_token", error_description="The access token expired""#;
+/// `WWW-Authenticate` on a genuine token whose session (or user) is gone.
+pub const SESSION_ENDED: &str =
+    r#"Bearer error="invalid_token", error_description="The session has ended""#;
+
+/// Asserts `GET /auth/me` with `token` is a 401 with the usual body and `challenge`.
+pub async fn assert_rejected_with(app: &TestApp, token: &str, challenge: &str, why: &str) {
     let response = app.me(token).await;
     assert_eq!(response.status(), 401, "{why}");
-    assert_eq!(response.headers()["www-authenticate"], "Bearer", "{why}");
+    assert_eq!(response.headers()["www-authenticate"], challenge, "{why}");
     let body: Value = response.json().await.expect("json");
     assert_eq!(
         body,
         json!({ "detail": "Could not validate credentials" }),
         "{why}"
     );
+}
+
+async fn assert_rejected(app: &TestApp, token: &str, why: &str) {
+    assert_rejected_with(app, token, INVALID, why).await;
 }
 
 db_tests! {
@@ -64,6 +82,8 @@ db_tests! {
                 .send()
                 .await
                 .expect("request");
+            // No bearer credentials sent: no error code (RFC 6750 §3.1).
+            assert_eq!(response.headers()["www-authenticate"], "Bearer", "{header}");
             assert_detail(response, 401, "Could not validate credentials").await;
         }
     }
@@ -89,17 +109,17 @@ db_tests! {
         let rs256 = format!("{}.{payload}.{signature}", b64(&json!({ "alg": "RS256", "typ": "JWT" })));
         assert_rejected(&app, &rs256, "RS256 header on an HMAC signature").await;
         let expired = json!({ "sub": id, "sid": sid, "jti": "j", "iat": now() - 7200, "exp": now() - 3600 });
-        assert_rejected(&app, &mint(hs256, TEST_SECRET, &expired), "expired").await;
+        assert_rejected_with(&app, &mint(hs256, TEST_SECRET, &expired), EXPIRED, "expired").await;
         let no_exp = json!({ "sub": id, "sid": sid, "jti": "j", "iat": now() });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &no_exp), "no exp").await;
         let odd_sub = json!({ "sub": "ada", "sid": sid, "jti": "j", "iat": now(), "exp": now() + 600 });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &odd_sub), "sub not an id").await;
         let ghost = json!({ "sub": "999999", "sid": sid, "jti": "j", "iat": now(), "exp": now() + 600 });
-        assert_rejected(&app, &mint(hs256, TEST_SECRET, &ghost), "no such user").await;
+        assert_rejected_with(&app, &mint(hs256, TEST_SECRET, &ghost), SESSION_ENDED, "no such user").await;
         let no_session = json!({ "sub": id, "jti": "j", "iat": now(), "exp": now() + 600 });
         assert_rejected(&app, &mint(hs256, TEST_SECRET, &no_session), "no sid").await;
         let other_session = json!({ "sub": id, "sid": "999999", "jti": "j", "iat": now(), "exp": now() + 600 });
-        assert_rejected(&app, &mint(hs256, TEST_SECRET, &other_session), "no such session").await;
+        assert_rejected_with(&app, &mint(hs256, TEST_SECRET, &other_session), SESSION_ENDED, "no such session").await;
 
         assert_eq!(app.me(&mint(hs256, TEST_SECRET, &claims)).await.status(), 200, "control");
     }
@@ -112,6 +132,6 @@ db_tests! {
 
         app.db.execute("DELETE FROM users WHERE username = $1", &["ada"]).await;
 
-        assert_rejected(&app, &token, "deleted user").await;
+        assert_rejected_with(&app, &token, SESSION_ENDED, "deleted user").await;
     }
 }

@@ -1,5 +1,8 @@
 //! Sessions: refresh-token rotation, replay within the grace window, reuse detection, logout,
 //! expiry, the session list, and their races.
+//!
+//! Expiry, idle timeout and the grace window are tested by moving the app's clock
+//! (`spawn_app_with_clock`), never by sleeping: each test checks both sides of its boundary.
 
 use std::time::Duration;
 
@@ -7,8 +10,16 @@ use serde_json::{Value, json};
 
 use crate::db_tests;
 use crate::helpers::{
-    Backend, GOOD_PASSWORD, TestApp, assert_detail, spawn_app, spawn_app_with, validation_errors,
+    Backend, GOOD_PASSWORD, TestApp, assert_detail, spawn_app, spawn_app_with,
+    spawn_app_with_clock, validation_errors,
 };
+
+/// `WWW-Authenticate` on an access token whose session is over.
+const SESSION_ENDED: &str =
+    r#"Bearer error="invalid_token", error_description="The session has ended""#;
+/// `WWW-Authenticate` on a genuine access token past its `exp`.
+const EXPIRED: &str =
+    r#"Bearer error="invalid_token", error_description="The access token expired""#;
 
 async fn pair(response: reqwest::Response) -> (String, String) {
     assert_eq!(response.status(), 200);
@@ -29,6 +40,19 @@ async fn assert_refresh_refused(app: &TestApp, refresh: &str, why: &str) {
 
 async fn me_status(app: &TestApp, access: &str) -> u16 {
     app.me(access).await.status().as_u16()
+}
+
+/// Asserts `GET /auth/me` with `access` is a 401 with the usual body and `challenge`.
+async fn assert_me_refused(app: &TestApp, access: &str, challenge: &str, why: &str) {
+    let response = app.me(access).await;
+    assert_eq!(response.status(), 401, "{why}");
+    assert_eq!(response.headers()["www-authenticate"], challenge, "{why}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body,
+        json!({ "detail": "Could not validate credentials" }),
+        "{why}"
+    );
 }
 
 async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
@@ -81,17 +105,24 @@ db_tests! {
     }
 
     async fn a_replay_after_the_grace_window_revokes_only_that_session(backend: Backend) {
-        let app = spawn_app_with(backend, |s| s.sessions.refresh_grace = Duration::from_secs(1)).await;
+        // The test settings' grace window is 10 s.
+        let app = spawn_app_with_clock(backend, |_| {}).await;
         app.create_user("ada").await;
         let (_, stolen) = app.login_pair("ada").await;
         let (other_access, other_refresh) = app.login_pair("ada").await;
         let (access, successor) = pair(app.refresh(&stolen).await).await;
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        app.advance_clock(Duration::from_secs(9));
+        assert_eq!(
+            pair(app.refresh(&stolen).await).await,
+            (access.clone(), successor.clone()),
+            "still within the grace window"
+        );
+        app.advance_clock(Duration::from_secs(2));
 
         assert_refresh_refused(&app, &stolen, "reuse after the grace window").await;
 
         assert_refresh_refused(&app, &successor, "the family is revoked").await;
-        assert_eq!(me_status(&app, &access).await, 401, "its access tokens stop at once");
+        assert_me_refused(&app, &access, SESSION_ENDED, "its access tokens stop at once").await;
         assert_eq!(me_status(&app, &other_access).await, 200, "the other session lives");
         pair(app.refresh(&other_refresh).await).await;
     }
@@ -190,28 +221,52 @@ db_tests! {
     }
 
     async fn sessions_end_at_their_absolute_lifetime(backend: Backend) {
-        let app = spawn_app_with(backend, |s| s.sessions.lifetime = Duration::from_secs(2)).await;
+        // Shorter than the access token's 30 minutes, so the session ends first.
+        let lifetime = Duration::from_secs(10 * 60);
+        let app = spawn_app_with_clock(backend, |s| s.sessions.lifetime = lifetime).await;
         app.create_user("ada").await;
         let (access, refresh) = app.login_pair("ada").await;
+        app.advance_clock(lifetime - Duration::from_secs(1));
         let (_, refresh) = pair(app.refresh(&refresh).await).await;
-        tokio::time::sleep(Duration::from_millis(3_100)).await;
+        assert_eq!(me_status(&app, &access).await, 200, "a second before the end");
+        app.advance_clock(Duration::from_secs(1));
 
         assert_refresh_refused(&app, &refresh, "past the absolute lifetime").await;
-        assert_eq!(me_status(&app, &access).await, 401);
+        assert_me_refused(&app, &access, SESSION_ENDED, "past the absolute lifetime").await;
     }
 
     async fn sessions_end_when_idle_too_long_and_refresh_keeps_them_alive(backend: Backend) {
-        let app = spawn_app_with(backend, |s| s.sessions.idle_timeout = Duration::from_secs(3)).await;
+        let idle = Duration::from_secs(3600);
+        let app = spawn_app_with_clock(backend, |s| s.sessions.idle_timeout = idle).await;
         app.create_user("ada").await;
         let (_, refresh) = app.login_pair("ada").await;
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        app.advance_clock(Duration::from_secs(40 * 60));
         let (_, refresh) = pair(app.refresh(&refresh).await).await;
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        app.advance_clock(Duration::from_secs(40 * 60));
+        // 80 minutes after login: alive only because the refresh counted as use.
         let (_, refresh) = pair(app.refresh(&refresh).await).await;
-
-        tokio::time::sleep(Duration::from_millis(4_100)).await;
+        let (_, other) = app.login_pair("ada").await;
+        app.advance_clock(idle - Duration::from_secs(1));
+        let (_, other) = pair(app.refresh(&other).await).await;
+        app.advance_clock(Duration::from_secs(1));
 
         assert_refresh_refused(&app, &refresh, "idle too long").await;
+        pair(app.refresh(&other).await).await;
+    }
+
+    async fn an_expired_access_token_says_so_and_a_refresh_recovers(backend: Backend) {
+        let app = spawn_app_with_clock(backend, |_| {}).await;
+        app.create_user("ada").await;
+        let (access, refresh) = app.login_pair("ada").await;
+        // 30 minutes to live, and 30 s of leeway for clock skew.
+        app.advance_clock(Duration::from_secs(30 * 60 + 30));
+        assert_eq!(me_status(&app, &access).await, 200, "within the leeway");
+        app.advance_clock(Duration::from_secs(1));
+
+        assert_me_refused(&app, &access, EXPIRED, "past exp").await;
+
+        let (fresh, _) = pair(app.refresh(&refresh).await).await;
+        assert_eq!(me_status(&app, &fresh).await, 200);
     }
 
     async fn the_session_list_shows_mine_and_deletes_one(backend: Backend) {
@@ -273,19 +328,25 @@ db_tests! {
     }
 
     async fn ended_sessions_are_purged(backend: Backend) {
-        let app = spawn_app_with(backend, |s| {
-            s.sessions.lifetime = Duration::from_secs(1);
+        // Shorter than the access token's 30 minutes, so the session ends first.
+        let lifetime = Duration::from_secs(10 * 60);
+        let app = spawn_app_with_clock(backend, |s| {
+            s.sessions.lifetime = lifetime;
             s.sessions.purge_interval = Duration::from_secs(1);
         })
         .await;
         app.create_user("ada").await;
         app.login_pair("ada").await;
         let (access, _) = app.login_pair("ada").await;
-        assert_eq!(app.db.scalar("SELECT count(*) FROM sessions").await, 2);
+        // A purge runs (one interval after start-up) while the sessions are alive: it keeps them.
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert_eq!(app.db.scalar("SELECT count(*) FROM sessions").await, 2, "live sessions stay");
 
+        app.advance_clock(lifetime);
+        // Waiting for the purge task's next tick (real time), not for the sessions to expire.
         let mut left = 2;
         for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             left = app.db.scalar("SELECT count(*) FROM sessions").await;
             if left == 0 {
                 break;
@@ -294,6 +355,6 @@ db_tests! {
 
         assert_eq!(left, 0, "expired sessions were deleted");
         assert_eq!(app.db.scalar("SELECT count(*) FROM refresh_tokens").await, 0);
-        assert_eq!(me_status(&app, &access).await, 401);
+        assert_me_refused(&app, &access, SESSION_ENDED, "purged").await;
     }
 }
