@@ -282,5 +282,14 @@ db_tests! {
         let resigned = forge(&hs256(), &victim.claims(app.clock_now()));
         assert_rejected_with(&app, &resigned, SESSION_ENDED, "same session, new token").await;
         assert_eq!(app.me(&other).await.status(), 200, "the other session lives");
+        // Every authenticated route answers alike; with no token at all, no error code.
+        let again = app.post_authed("/auth/logout", &victim.token).await;
+        assert_eq!(again.status(), 401);
+        assert_eq!(again.headers()["www-authenticate"], SESSION_ENDED);
+        let anonymous = app.client.get(app.url("/auth/sessions")).send().await.expect("request");
+        assert_eq!(anonymous.status(), 401);
+        assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+        let body: Value = anonymous.json().await.expect("json");
+        assert_eq!(body, json!({ "detail": "Could not validate credentials" }));
     }
 }
