@@ -10,6 +10,12 @@
 //! The short wait is what keeps a flood cheap: a client that ignores `Retry-After` and resends at
 //! once can make the service answer at most one rejection per connection per wait, instead of as
 //! many as the CPU can produce, so the other routes keep the cores.
+//!
+//! Once bcrypt starts, its slot and queue place belong to the blocking task, not to the request:
+//! a client that hangs up mid-login drops the request, but the bcrypt it started runs on, and
+//! were the slot given back then, a client hanging up after 50 ms again and again would have
+//! dozens of bcrypt running at once (78 to 103 with two slots in the overload test before this
+//! was fixed) without ever seeing a 503.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +103,8 @@ pub enum HashError {
 
 /// A place in the hashing queue. Take it with [`PasswordHasher::admit`] before doing any other
 /// work for the request, so a saturated service turns requests away without touching the
-/// database; it is given back when dropped, however the request ends.
+/// database. It is given back when the request ends, however it ends; once its bcrypt has
+/// started, only when that bcrypt is done.
 #[must_use = "an admission is spent by hash or verify"]
 pub struct Admission {
     _place: OwnedSemaphorePermit,
