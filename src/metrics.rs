@@ -41,6 +41,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SchemeLabels {
+    scheme: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     database: &'static str,
@@ -67,7 +72,22 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     hash_seconds: Latencies<OperationLabels>,
     hash_rejected: Counter,
+    hash_running: Gauge,
+    hash_running_max: Gauge,
+    hash_slots: Gauge,
+    hash_unsupported: Family<SchemeLabels, Counter>,
     pool: Family<PoolLabels, Gauge>,
+}
+
+/// A bcrypt operation counted as running; dropping it counts it as finished.
+#[derive(Debug)]
+#[must_use = "the operation counts as running only while this lives"]
+pub struct HashRunning<'a>(&'a Gauge);
+
+impl Drop for HashRunning<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// How a login ended.
@@ -120,6 +140,30 @@ impl Metrics {
             "Hashes and verifications turned away because the queue was full (answered 503)",
             hash_rejected.clone(),
         );
+        let hash_running = Gauge::default();
+        registry.register(
+            "password_hash_running",
+            "bcrypt operations running now",
+            hash_running.clone(),
+        );
+        let hash_running_max = Gauge::default();
+        registry.register(
+            "password_hash_running_max",
+            "Most bcrypt operations ever running at once (never above the slots)",
+            hash_running_max.clone(),
+        );
+        let hash_slots = Gauge::default();
+        registry.register(
+            "password_hash_slots",
+            "bcrypt operations allowed to run at once (one per core)",
+            hash_slots.clone(),
+        );
+        let hash_unsupported = Family::<SchemeLabels, Counter>::default();
+        registry.register(
+            "password_hash_unsupported",
+            "Logins to accounts whose stored hash is not a usable bcrypt hash, by scheme",
+            hash_unsupported.clone(),
+        );
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -141,6 +185,10 @@ impl Metrics {
             logins,
             hash_seconds,
             hash_rejected,
+            hash_running,
+            hash_running_max,
+            hash_slots,
+            hash_unsupported,
             pool,
         }
     }
@@ -185,6 +233,30 @@ impl Metrics {
     /// Counts an operation turned away by the full hashing queue.
     pub fn record_hash_rejected(&self) {
         self.hash_rejected.inc();
+    }
+
+    /// Sets how many bcrypt operations may run at once.
+    pub fn set_hash_slots(&self, slots: usize) {
+        self.hash_slots
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a bcrypt operation as running until the returned guard is dropped, and raises the
+    /// high-water mark if this makes the most ever running at once.
+    pub fn hash_running(&self) -> HashRunning<'_> {
+        let now = self.hash_running.inc() + 1;
+        self.hash_running_max
+            .inner()
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        HashRunning(&self.hash_running)
+    }
+
+    /// Counts a login to an account whose stored hash is of `scheme` (one of a fixed set of
+    /// names, so the label set stays bounded), which this service cannot verify.
+    pub fn record_hash_unsupported(&self, scheme: &'static str) {
+        self.hash_unsupported
+            .get_or_create(&SchemeLabels { scheme })
+            .inc();
     }
 
     /// The text exposition, with the pool gauges set to `(open, idle)` connections first.

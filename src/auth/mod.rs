@@ -1,6 +1,7 @@
 //! Use cases of the auth service: sign-up, login and "who is this token". No HTTP, no SQL.
 
 pub mod clock;
+mod flight;
 pub mod passwords;
 mod sessions;
 pub mod tokens;
@@ -12,7 +13,7 @@ use secrecy::SecretString;
 use std::sync::Arc;
 
 use crate::config::SessionSettings;
-use crate::domain::{Email, NewPassword, NewUser, User};
+use crate::domain::{Email, NewPassword, NewUser, User, UserId};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError, UniqueField};
 use clock::{Clock, SystemClock};
@@ -89,6 +90,8 @@ pub struct Auth {
     sessions: SessionSettings,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// E-mail addresses and usernames with a sign-up in flight.
+    signups: flight::InFlight,
 }
 
 impl Auth {
@@ -107,6 +110,7 @@ impl Auth {
             sessions,
             metrics,
             clock: Arc::new(SystemClock),
+            signups: flight::InFlight::default(),
         }
     }
 
@@ -123,14 +127,25 @@ impl Auth {
 
     /// Creates an account. Duplicates are caught before hashing (cheap) and again by the unique
     /// indexes (race-proof), so concurrent sign-ups give one account and the rest [`AuthError::Taken`].
+    /// Sign-ups of one e-mail address or username take turns (see [`flight`]), so those that
+    /// lose to one in flight find its row and answer without hashing a password.
     pub async fn signup(&self, new: NewUser, password: NewPassword) -> Result<User, AuthError> {
+        // Always the e-mail address before the username: with one fixed order, two sign-ups
+        // can never each hold the name the other waits for.
+        let email = (self.signups).join(format!("email:{}", new.email.as_str().to_lowercase()));
+        let username = (self.signups).join(format!(
+            "username:{}",
+            new.username.as_str().to_ascii_lowercase()
+        ));
+        let _email_turn = email.turn().await;
+        let _username_turn = username.turn().await;
         let admission = self.hasher.admit().await?;
         if let Some(field) = self.db.taken(&new.email, &new.username).await? {
             return Err(AuthError::Taken(field));
         }
         let hash = self.hasher.hash(admission, password.into_secret()).await?;
         let user = self.db.insert_user(&new, &hash).await?;
-        tracing::info!(user_id = %user.id, "account created");
+        tracing::info!(user_id = user.id.get(), "account created");
         Ok(user)
     }
 
@@ -160,22 +175,43 @@ impl Auth {
             LoginName::UsernameOrEmail(raw) => self.db.credentials_by_username(raw).await?,
         };
         let (user_id, stored) = match credentials {
-            Some(c) => (Some(c.user_id), Some(c.hashed_password)),
+            Some(c) => (
+                Some(c.user_id),
+                self.usable_hash(c.user_id, c.hashed_password),
+            ),
             None => (None, None),
         };
         let matched = self.hasher.verify(admission, password, stored).await?;
         match (matched, user_id) {
             (true, Some(user_id)) => {
                 self.metrics.record_login(LoginOutcome::Success);
-                tracing::info!(%user_id, "login succeeded");
+                tracing::info!(user_id = user_id.get(), "login succeeded");
                 self.open_session(user_id, client).await
             }
             _ => {
                 self.metrics.record_login(LoginOutcome::Failure);
-                tracing::info!(?user_id, "login failed");
+                // A number for a known account, no field at all for an unknown one.
+                tracing::info!(user_id = user_id.map(UserId::get), "login failed");
                 Err(AuthError::InvalidCredentials)
             }
         }
+    }
+
+    /// The stored hash if bcrypt can check it. An account adopted from the FastAPI system may
+    /// carry another passlib format (or no hash at all): its login then pays the dummy
+    /// verification and fails like a wrong password, so the answer reveals nothing, and the
+    /// operators learn of it from an error log (the scheme's name, never the hash) and a count.
+    fn usable_hash(&self, user_id: UserId, stored: String) -> Option<String> {
+        let Some(scheme) = passwords::unsupported_scheme(&stored) else {
+            return Some(stored);
+        };
+        self.metrics.record_hash_unsupported(scheme);
+        tracing::error!(
+            user_id = user_id.get(),
+            scheme,
+            "stored password hash is not a bcrypt hash this service can verify; login refused"
+        );
+        None
     }
 
     async fn by_email(

@@ -10,6 +10,12 @@
 //! The short wait is what keeps a flood cheap: a client that ignores `Retry-After` and resends at
 //! once can make the service answer at most one rejection per connection per wait, instead of as
 //! many as the CPU can produce, so the other routes keep the cores.
+//!
+//! Once bcrypt starts, its slot and queue place belong to the blocking task, not to the request:
+//! a client that hangs up mid-login drops the request, but the bcrypt it started runs on, and
+//! were the slot given back then, a client hanging up after 50 ms again and again would have
+//! dozens of bcrypt running at once (78 to 103 with two slots in the overload test before this
+//! was fixed) without ever seeing a 503.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +32,49 @@ use crate::metrics::{HashOperation, Metrics};
 /// hash of any cost, which no password matches; verifying against it costs exactly what
 /// verifying a real hash of that cost does, without hashing anything at start-up.
 const DUMMY_SALT_AND_HASH: &str = "202Xc1OuwwCXbMD/6SSOJuKGE96QZe1./SFvsuYi.9r7n2Xy5UGky";
+
+/// Schemes passlib and crypt(3) write, named in logs and metrics when an adopted account's
+/// stored hash is one of them; anything else is `other` (or `none` without a `$` prefix), so the
+/// metric's label set stays bounded and no part of the hash itself is ever logged.
+const FOREIGN_SCHEMES: &[&str] = &[
+    "argon2i",
+    "argon2d",
+    "argon2id",
+    "pbkdf2",
+    "pbkdf2-sha1",
+    "pbkdf2-sha256",
+    "pbkdf2-sha512",
+    "scrypt",
+    "bcrypt-sha256",
+    "1",
+    "5",
+    "6",
+];
+
+/// `None` for a stored hash this service can verify (bcrypt of a cost bcrypt allows);
+/// otherwise the name of its scheme: a [`FOREIGN_SCHEMES`] entry, `bcrypt` for a damaged
+/// bcrypt hash, `other` for another `$scheme$`, `none` for a value with no scheme prefix
+/// (such as plain text).
+pub fn unsupported_scheme(stored: &str) -> Option<&'static str> {
+    match stored.parse::<bcrypt::HashParts>() {
+        Ok(parts) if (4..=31).contains(&parts.get_cost()) => return None,
+        _ => {}
+    }
+    let Some(rest) = stored.strip_prefix('$') else {
+        return Some("none");
+    };
+    let scheme = rest.split('$').next().unwrap_or_default();
+    if matches!(scheme, "2a" | "2b" | "2x" | "2y") {
+        return Some("bcrypt");
+    }
+    Some(
+        FOREIGN_SCHEMES
+            .iter()
+            .find(|known| **known == scheme)
+            .copied()
+            .unwrap_or("other"),
+    )
+}
 
 /// Hashes and verifies passwords with bounded parallelism and a bounded queue.
 #[derive(Clone)]
@@ -54,7 +103,8 @@ pub enum HashError {
 
 /// A place in the hashing queue. Take it with [`PasswordHasher::admit`] before doing any other
 /// work for the request, so a saturated service turns requests away without touching the
-/// database; it is given back when dropped, however the request ends.
+/// database. It is given back when the request ends, however it ends; once its bcrypt has
+/// started, only when that bcrypt is done.
 #[must_use = "an admission is spent by hash or verify"]
 pub struct Admission {
     _place: OwnedSemaphorePermit,
@@ -73,6 +123,7 @@ impl PasswordHasher {
     /// to `queue.per_core` × cores more waiting.
     pub fn new(cost: u32, queue: HashQueueSettings, metrics: Arc<Metrics>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        metrics.set_hash_slots(cores);
         Self {
             cost,
             dummy_hash: format!("$2b${cost:02}${DUMMY_SALT_AND_HASH}").into(),
@@ -146,22 +197,36 @@ impl PasswordHasher {
         Ok(known && matched)
     }
 
+    /// Runs `work` on the blocking pool once a slot is free. The admission and the slot move
+    /// into the blocking task, so they are held exactly as long as bcrypt runs: a caller that
+    /// goes away (the client hung up) while bcrypt runs cannot free them early and let more
+    /// bcrypt start than there are slots. A caller that goes away while still waiting for a
+    /// slot gives its place back at once, before any work started. The time is recorded by
+    /// the blocking task too, so abandoned operations are counted.
     async fn run<T: Send + 'static>(
         &self,
-        _admission: Admission,
+        admission: Admission,
         operation: HashOperation,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
         let started = std::time::Instant::now();
-        let _slot = self
+        let slot = self
             .slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .context("password hasher is shut down")?;
-        let result = tokio::task::spawn_blocking(work)
-            .await
-            .context("password hashing task failed")?;
-        self.metrics.record_hash(operation, started.elapsed());
+        let metrics = self.metrics.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _held = (admission, slot);
+            let running = metrics.hash_running();
+            let result = work();
+            drop(running);
+            metrics.record_hash(operation, started.elapsed());
+            result
+        })
+        .await
+        .context("password hashing task failed")?;
         Ok(result?)
     }
 }
@@ -310,5 +375,38 @@ mod tests {
             Some(hash),
         );
         assert!(!verified.await.expect("verify"));
+    }
+
+    #[test]
+    fn only_usable_bcrypt_hashes_have_no_unsupported_scheme() {
+        let cases = [
+            (
+                "$2b$12$hAK2LFmE41dHYcAIWglcSeKL2w.bF5Ka0D85u8qKuE/QxRPOEXNgq",
+                None,
+            ),
+            (
+                "$2y$04$hAK2LFmE41dHYcAIWglcSeKL2w.bF5Ka0D85u8qKuE/QxRPOEXNgq",
+                None,
+            ),
+            (
+                "$2b$99$hAK2LFmE41dHYcAIWglcSeKL2w.bF5Ka0D85u8qKuE/QxRPOEXNgq",
+                Some("bcrypt"),
+            ),
+            ("$2b$12$short", Some("bcrypt")),
+            (
+                "$pbkdf2-sha256$29000$N2bsnTNmrFWqFeI8J4Rwbg$Zhb2XoUBvNsCYOnk.Ny8T3GmYZKx8WOG5qvQWHqJGGU",
+                Some("pbkdf2-sha256"),
+            ),
+            (
+                "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
+                Some("argon2id"),
+            ),
+            ("$made-up$abc", Some("other")),
+            ("hunter2", Some("none")),
+            ("", Some("none")),
+        ];
+        for (stored, scheme) in cases {
+            assert_eq!(unsupported_scheme(stored), scheme, "{stored}");
+        }
     }
 }

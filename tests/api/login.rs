@@ -201,3 +201,39 @@ async fn a_users_table_from_the_fastapi_system_is_adopted_and_its_users_log_in()
         201
     );
 }
+
+db_tests! {
+    async fn an_account_whose_stored_hash_is_not_bcrypt_fails_like_a_wrong_password(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.create_user("ada").await;
+        let foreign = [
+            (
+                "$pbkdf2-sha256$29000$N2bsnTNmrFWqFeI8J4Rwbg$Zhb2XoUBvNsCYOnk.Ny8T3GmYZKx8WOG5qvQWHqJGGU",
+                "pbkdf2-sha256",
+            ),
+            ("$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "argon2id"),
+            // Even the password itself stored in plain text does not let it in.
+            (GOOD_PASSWORD, "none"),
+        ];
+
+        for (stored, _) in foreign {
+            app.db
+                .execute("UPDATE users SET hashed_password = $1 WHERE username = 'ada'", &[stored])
+                .await;
+            let response = app
+                .login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD }))
+                .await;
+            assert_bad_login(response).await;
+        }
+
+        let metrics = app.get("/metrics").await.text().await.expect("text");
+        for (_, scheme) in foreign {
+            let line = format!("cerego_password_hash_unsupported_total{{scheme=\"{scheme}\"}} 1\n");
+            assert!(metrics.contains(&line), "{line} in {metrics}");
+        }
+        // Each paid the dummy verification, as a wrong password does.
+        let verified = "cerego_password_hash_duration_seconds_count{operation=\"verify\"} 3\n";
+        assert!(metrics.contains(verified), "{metrics}");
+        assert!(metrics.contains("cerego_logins_total{outcome=\"failure\"} 3\n"), "{metrics}");
+    }
+}

@@ -205,3 +205,27 @@ db_tests! {
         }
     }
 }
+
+db_tests! {
+    async fn concurrent_signups_of_one_address_hash_once_and_the_rest_get_409(backend: Backend) {
+        // A realistic cost: each hash takes long enough that the others arrive while it runs.
+        let app = crate::helpers::spawn_app_with(backend, |s| s.bcrypt_cost = 10).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (client, url) = (app.client.clone(), app.url("/auth/signup"));
+            // Half name the address in another case: one normalised address all the same.
+            let email = if i % 2 == 0 { "same@example.com" } else { "SAME@Example.com" };
+            let body = json!({ "email": email, "username": format!("same{i}"), "password": GOOD_PASSWORD });
+            tasks.spawn(async move {
+                client.post(url).json(&body).send().await.expect("request").status().as_u16()
+            });
+        }
+        let statuses = tasks.join_all().await;
+
+        assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 49, "{statuses:?}");
+        let metrics = app.get("/metrics").await.text().await.expect("text");
+        let hashed = "cerego_password_hash_duration_seconds_count{operation=\"hash\"} 1\n";
+        assert!(metrics.contains(hashed), "one password hashed: {metrics}");
+    }
+}
