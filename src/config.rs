@@ -6,6 +6,7 @@
 //! `.env.example` and the README's table document the same ones.
 
 mod args;
+mod parse;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use args::{ParseError, SettingsArgs, VARIABLES, parse, settings_command};
+pub use args::{JwtAlgorithm, SettingsArgs, VARIABLES};
+pub use parse::{ParseError, parse, settings_command};
 
 /// Where the embedded default database lives when `DATABASE_URL` is unset.
 pub const DEFAULT_SQLITE_PATH: &str = "data/cerego.db";
@@ -35,7 +37,8 @@ pub struct Settings {
     pub bcrypt_cost: u32,
     /// Logins and sign-ups that may wait for a hashing slot before the rest get a 503.
     pub hash_queue: HashQueueSettings,
-    /// Longest time a request may take before it gets a 503 (`REQUEST_TIMEOUT_SECS`, default 30).
+    /// Longest time a request may take before it gets a 503 (`REQUEST_TIMEOUT_SECS`, 1..=600,
+    /// default 30).
     pub request_timeout: Duration,
     /// Connection handling: timeouts and the cap on open connections.
     pub http: HttpSettings,
@@ -47,7 +50,7 @@ pub struct Settings {
 /// them all taken waits for a place before its 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashQueueSettings {
-    /// Operations that may wait per core (`PASSWORD_HASH_QUEUE_PER_CORE`, default 16).
+    /// Operations that may wait per core (`PASSWORD_HASH_QUEUE_PER_CORE`, 0..=1024, default 16).
     pub per_core: usize,
     /// How long a caller finding the queue full waits for a place
     /// (`PASSWORD_HASH_QUEUE_FULL_WAIT_MS`, 0..=5000, default 250).
@@ -77,10 +80,10 @@ pub struct HttpSettings {
 pub struct DatabaseSettings {
     /// `DATABASE_URL`; `None` means the embedded SQLite file at [`DEFAULT_SQLITE_PATH`].
     pub url: Option<SecretString>,
-    /// Most connections in the pool (`DATABASE_MAX_CONNECTIONS`, default 10).
+    /// Most connections in the pool (`DATABASE_MAX_CONNECTIONS`, 1..=1000, default 10).
     pub max_connections: u32,
     /// How long a request waits for a connection before it gets a 503
-    /// (`DATABASE_ACQUIRE_TIMEOUT_SECS`, default 3).
+    /// (`DATABASE_ACQUIRE_TIMEOUT_SECS`, 1..=300, default 3).
     pub acquire_timeout: Duration,
     /// Run pending migrations when `serve` starts (`DATABASE_AUTO_MIGRATE`, default true).
     pub auto_migrate: bool,
@@ -98,7 +101,7 @@ pub struct JwtSettings {
     pub secret: Option<SecretString>,
     /// `JWT_ALGORITHM`: HS256 (default), HS384 or HS512.
     pub algorithm: jsonwebtoken::Algorithm,
-    /// `JWT_ACCESS_TOKEN_EXPIRE_MINUTES` (default 30).
+    /// `JWT_ACCESS_TOKEN_EXPIRE_MINUTES` (1..=1440, default 30).
     pub access_token_ttl: Duration,
     /// `JWT_ISSUER`: sets and requires `iss` when present.
     pub issuer: Option<String>,
@@ -110,13 +113,17 @@ pub struct JwtSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSettings {
     /// How long after its use a refresh token may be presented again and get the same
-    /// successor (`REFRESH_TOKEN_GRACE_SECS`, default 10; 0 turns replays into reuse).
+    /// successor (`REFRESH_TOKEN_GRACE_SECS`, 0..=300 and less than the idle timeout, default 10;
+    /// 0 turns replays into reuse).
     pub refresh_grace: Duration,
-    /// Absolute session lifetime from login (`SESSION_LIFETIME_SECS`, default 30 days).
+    /// Absolute session lifetime from login (`SESSION_LIFETIME_SECS`, 60..=315360000, default
+    /// 30 days).
     pub lifetime: Duration,
-    /// A session not refreshed for this long ends (`SESSION_IDLE_TIMEOUT_SECS`, default 14 days).
+    /// A session not refreshed for this long ends (`SESSION_IDLE_TIMEOUT_SECS`, 60..=315360000,
+    /// default 14 days).
     pub idle_timeout: Duration,
-    /// How often ended sessions are deleted (`SESSION_PURGE_INTERVAL_SECS`, default 3600).
+    /// How often ended sessions are deleted (`SESSION_PURGE_INTERVAL_SECS`, 1..=86400, default
+    /// 3600).
     pub purge_interval: Duration,
 }
 

@@ -1,22 +1,21 @@
 //! Every setting declared once, with clap's derive: its variable, default, range and help text
 //! side by side, so `cerego --help` documents them all and start-up checks them all.
 //!
-//! clap reads each variable from the environment (or a `--flag` of the same name, which wins).
-//! Two things clap does not do the way `.env` users expect are handled here: an empty value
-//! (`PORT=`) counts as unset, so the default applies, and a bad value is reported as one line
-//! naming the variable ([`ConfigError`]) rather than clap's usage text. [`SettingsArgs`] then
-//! becomes the typed [`Settings`] after the checks that span several variables.
+//! clap reads each variable from the environment (or a `--flag` of the same name, which wins);
+//! the sibling module `parse` holds what clap does not do the way `.env` users expect (blank
+//! values,
+//! one-line messages). [`SettingsArgs`] becomes the typed [`Settings`] after the checks that
+//! span several variables. To add a setting: a field here, its name in [`VARIABLES`], its line
+//! in `.env.example` and the README's table (a test checks all four agree).
 
-use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use clap::builder::{BoolishValueParser, EnumValueParser, PossibleValue, TypedValueParser};
-use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Args, Command, FromArgMatches, ValueEnum};
+use clap::builder::{BoolishValueParser, EnumValueParser};
+use clap::{ArgAction, Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::parse::{BlankIsDefault, bounded, ip_address, secret};
 use super::{
     ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
     LogFormat, SessionSettings, Settings,
@@ -68,7 +67,8 @@ pub struct SettingsArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 30, value_parser = bounded::<u64>(1..=600))]
     pub request_timeout_secs: u64,
-    /// A connection that has not sent a whole request head this long after it opened (or after its previous response) is closed; seconds, 1..=300.
+    /// A connection that has not sent a whole request head this long after it opened (or
+    /// after its previous response) is closed; seconds, 1..=300.
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
     pub http_header_read_timeout_secs: u64,
@@ -80,12 +80,14 @@ pub struct SettingsArgs {
     #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
     pub http_body_read_timeout_secs: u64,
-    /// Most connections open at once (never more than the file limit allows); past it, new ones wait in the kernel's backlog; 1..=1000000.
+    /// Most connections open at once (never more than the file limit allows); past it, new
+    /// ones wait in the kernel's backlog; 1..=1000000.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", global = true, help_heading = "HTTP",
           default_value_t = 10_000, value_parser = bounded::<usize>(1..=1_000_000))]
     pub http_max_connections: usize,
 
-    /// postgres://user:password@host:5432/db or sqlite://path/to/file.db; unset: an embedded SQLite file at ./data/cerego.db.
+    /// postgres://user:password@host:5432/db or sqlite://path/to/file.db; unset: an
+    /// embedded SQLite file at ./data/cerego.db.
     #[arg(long, env = "DATABASE_URL", global = true, help_heading = "Database",
           hide_env_values = true, value_parser = secret)]
     pub database_url: Option<SecretString>,
@@ -93,11 +95,13 @@ pub struct SettingsArgs {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true, help_heading = "Database",
           default_value_t = 10, value_parser = bounded::<u32>(1..=1000))]
     pub database_max_connections: u32,
-    /// How long a request waits for a connection before it gets 503 {"detail": "Service unavailable"}; seconds, 1..=300.
+    /// How long a request waits for a connection before it gets 503 {"detail": "Service
+    /// unavailable"}; seconds, 1..=300.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", global = true, help_heading = "Database",
           default_value_t = 3, value_parser = bounded::<u64>(1..=300))]
     pub database_acquire_timeout_secs: u64,
-    /// Longest a single query may run (PostgreSQL statement_timeout and a client-side deadline); seconds, 1..=300.
+    /// Longest a single query may run (PostgreSQL statement_timeout and a client-side
+    /// deadline); seconds, 1..=300.
     #[arg(long, env = "DATABASE_QUERY_TIMEOUT_SECS", global = true, help_heading = "Database",
           default_value_t = 5, value_parser = bounded::<u64>(1..=300))]
     pub database_query_timeout_secs: u64,
@@ -107,7 +111,8 @@ pub struct SettingsArgs {
           value_parser = BlankIsDefault(BoolishValueParser::new()))]
     pub database_auto_migrate: bool,
 
-    /// Access-token signing key, at least 32 bytes; required with PostgreSQL. Unset with SQLite: generated once and kept beside the database file (mode 0600).
+    /// Access-token signing key, at least 32 bytes; required with PostgreSQL. Unset with
+    /// SQLite: generated once and kept beside the database file (mode 0600).
     #[arg(long, env = "JWT_SECRET_KEY", global = true, help_heading = "Access tokens",
           hide_env_values = true, value_parser = secret)]
     pub jwt_secret_key: Option<SecretString>,
@@ -137,7 +142,9 @@ pub struct SettingsArgs {
     )]
     pub jwt_audience: Option<String>,
 
-    /// A used refresh token presented again this soon gets the same new pair; later, reuse revokes the session (0: every replay is reuse); seconds, 0..=300, less than SESSION_IDLE_TIMEOUT_SECS.
+    /// A used refresh token presented again this soon gets the same new pair; later, reuse
+    /// revokes the session (0: every replay is reuse); seconds, 0..=300, less than
+    /// SESSION_IDLE_TIMEOUT_SECS.
     #[arg(long, env = "REFRESH_TOKEN_GRACE_SECS", global = true, help_heading = "Sessions",
           default_value_t = 10, value_parser = bounded::<u64>(0..=300))]
     pub refresh_token_grace_secs: u64,
@@ -158,11 +165,13 @@ pub struct SettingsArgs {
     #[arg(long, env = "BCRYPT_COST", global = true, help_heading = "Passwords",
           default_value_t = 12, value_parser = bounded::<u32>(4..=31))]
     pub bcrypt_cost: u32,
-    /// Logins and sign-ups that may wait per core for a hashing slot; past that, 503 {"detail": "Service busy"}; 0..=1024.
+    /// Logins and sign-ups that may wait per core for a hashing slot; past that, 503
+    /// {"detail": "Service busy"}; 0..=1024.
     #[arg(long, env = "PASSWORD_HASH_QUEUE_PER_CORE", global = true, help_heading = "Passwords",
           default_value_t = 16, value_parser = bounded::<usize>(0..=1024))]
     pub password_hash_queue_per_core: usize,
-    /// How long one that finds the queue full waits for a place before its 503; milliseconds, 0..=5000.
+    /// How long one that finds the queue full waits for a place before its 503;
+    /// milliseconds, 0..=5000.
     #[arg(long, env = "PASSWORD_HASH_QUEUE_FULL_WAIT_MS", global = true,
           help_heading = "Passwords", default_value_t = 250,
           value_parser = bounded::<u64>(0..=5000))]
@@ -272,65 +281,6 @@ impl SettingsArgs {
     }
 }
 
-/// A command that reads the settings alone (no subcommands).
-pub fn settings_command() -> Command {
-    SettingsArgs::augment_args(Command::new("cerego"))
-}
-
-/// Why the command line or the environment could not be used.
-#[derive(Debug)]
-pub enum ParseError {
-    /// A setting's value is bad: one line naming the variable.
-    Setting(ConfigError),
-    /// Anything else clap reports (an unknown flag), or a request for `--help` / `--version`:
-    /// `clap::Error::exit` prints it and exits as clap does.
-    Usage(clap::Error),
-}
-
-/// Parses `args` with `cmd` (which holds [`SettingsArgs`], read from the environment as its
-/// arguments say) into `T`, turning a bad setting into a [`ConfigError`] naming its variable.
-pub fn parse<T, I>(cmd: Command, args: I) -> Result<T, ParseError>
-where
-    T: FromArgMatches,
-    I: IntoIterator,
-    I::Item: Into<OsString> + Clone,
-{
-    cmd.try_get_matches_from(args)
-        .and_then(|matches| T::from_arg_matches(&matches))
-        .map_err(|err| match setting_error(&err) {
-            Some(err) => ParseError::Setting(err),
-            None => ParseError::Usage(err),
-        })
-}
-
-/// The variable and the reason of a value clap refused, if the refused value is a setting's.
-fn setting_error(err: &clap::Error) -> Option<ConfigError> {
-    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
-        return None;
-    };
-    // clap names the argument as `--port <PORT>`.
-    let flag = arg.strip_prefix("--")?.split([' ', '=']).next()?;
-    let wanted = flag.to_ascii_uppercase().replace('-', "_");
-    let var = VARIABLES.iter().copied().find(|var| *var == wanted)?;
-    let reason = match err.kind() {
-        ErrorKind::ValueValidation => std::error::Error::source(err)?.to_string(),
-        ErrorKind::InvalidValue => {
-            let got = match err.get(ContextKind::InvalidValue) {
-                Some(ContextValue::String(value)) => format!(" (got {value:?})"),
-                _ => String::new(),
-            };
-            match err.get(ContextKind::ValidValue) {
-                Some(ContextValue::Strings(valid)) => {
-                    format!("must be one of {}{got}", valid.join(", "))
-                }
-                _ => format!("is not an accepted value{got}"),
-            }
-        }
-        _ => return None,
-    };
-    Some(error(var, &reason))
-}
-
 fn error(var: &'static str, reason: &str) -> ConfigError {
     ConfigError {
         var,
@@ -340,58 +290,4 @@ fn error(var: &'static str, reason: &str) -> ConfigError {
 
 fn non_blank(secret: Option<SecretString>) -> Option<SecretString> {
     secret.filter(|s| !s.expose_secret().trim().is_empty())
-}
-
-/// A whole number within `range`, stored as `T`; a blank value means the default.
-fn bounded<T>(range: RangeInclusive<u64>) -> BlankIsDefault<impl TypedValueParser<Value = T>>
-where
-    T: TryFrom<u64> + Clone + Send + Sync + 'static,
-{
-    BlankIsDefault(move |raw: &str| -> Result<T, String> {
-        let (min, max) = (*range.start(), *range.end());
-        let outside = || format!("must be a whole number between {min} and {max} (got {raw:?})");
-        let value: u64 = raw.trim().parse().map_err(|_| outside())?;
-        if !range.contains(&value) {
-            return Err(outside());
-        }
-        T::try_from(value).map_err(|_| outside())
-    })
-}
-
-fn ip_address(raw: &str) -> Result<IpAddr, String> {
-    raw.trim()
-        .parse()
-        .map_err(|_| format!("must be an IP address such as 0.0.0.0 or ::1 (got {raw:?})"))
-}
-
-/// Secrets are kept wrapped from the moment they are read, so no `Debug` can print them.
-fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(raw))
-}
-
-/// Parses like the parser it wraps, except that a blank value (`.env` files often hold `PORT=`)
-/// counts as unset: the argument's default is parsed instead. clap itself takes an empty
-/// variable as a value.
-#[derive(Clone)]
-struct BlankIsDefault<P>(P);
-
-impl<P: TypedValueParser> TypedValueParser for BlankIsDefault<P> {
-    type Value = P::Value;
-
-    fn parse_ref(
-        &self,
-        cmd: &Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<Self::Value, clap::Error> {
-        let blank = value.to_str().is_some_and(|v| v.trim().is_empty());
-        match arg.and_then(|arg| arg.get_default_values().first()) {
-            Some(default) if blank => self.0.parse_ref(cmd, arg, default),
-            _ => self.0.parse_ref(cmd, arg, value),
-        }
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        self.0.possible_values()
-    }
 }
