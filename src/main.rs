@@ -2,25 +2,34 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cerego::app::{App, shutdown_signal};
-use cerego::config::Settings;
+use cerego::config::{self, DatabaseSettings, ParseError, Settings, SettingsArgs};
 use cerego::{store, telemetry};
 
-/// Sign-up and login service. Settings come from the environment and `.env` (see .env.example).
+/// Sign-up and login service.
+///
+/// Every setting below is read from its environment variable (or a `.env` file in the working
+/// directory; an empty value counts as unset) or from the flag of the same name, which wins.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "RUST_LOG sets the log filter (default: info,sqlx=warn). See .env.example."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (the default).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations, say how many, and exit (needs no JWT_SECRET_KEY).
     Migrate,
     /// Exit 0 if the server on this host's PORT answers GET /healthz with 200 (for container
     /// HEALTHCHECKs, which have no curl in a distroless image).
@@ -29,28 +38,34 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before the command line: clap reads the variables when it builds the command.
     if let Err(err) = dotenvy::dotenv()
         && !err.not_found()
     {
         eprintln!("cerego: cannot read .env: {err}");
         return ExitCode::from(2);
     }
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("cerego: {err}");
-            return ExitCode::from(2);
-        }
+    let cli: Cli = match config::parse(Cli::command(), std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ParseError::Setting(err)) => return setting_error(&err),
+        Err(ParseError::Usage(err)) => err.exit(),
     };
-    if let Err(err) = telemetry::init(settings.log_format) {
-        eprintln!("cerego: {err}");
-        return ExitCode::from(2);
+    let run = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => cli.settings.clone().into_settings().map(Run::Serve),
+        Command::Migrate => cli.settings.database().map(Run::Migrate),
+        Command::Healthcheck => Ok(Run::Healthcheck(cli.settings.port)),
+    };
+    let run = match run {
+        Ok(run) => run,
+        Err(err) => return setting_error(&err),
+    };
+    if let Err(err) = telemetry::init(cli.settings.log_format) {
+        return setting_error(&err);
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => migrate(settings).await,
-        Command::Healthcheck => healthcheck(settings.port).await,
+    let result = match run {
+        Run::Serve(settings) => serve(settings).await,
+        Run::Migrate(database) => migrate(database).await,
+        Run::Healthcheck(port) => healthcheck(port).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,15 +77,43 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A command with the settings it needs, checked.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value, made once at start-up"
+)]
+enum Run {
+    Serve(Settings),
+    Migrate(DatabaseSettings),
+    Healthcheck(u16),
+}
+
+/// A setting that cannot be used: one line naming it, and exit code 2 (as for a usage error).
+fn setting_error(err: &config::ConfigError) -> ExitCode {
+    eprintln!("cerego: {err}");
+    ExitCode::from(2)
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     App::build(settings).await?.run_until(shutdown).await
 }
 
-async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let (db, _) = store::connect(&settings.database)?;
-    store::migrate(&db).await?;
-    tracing::info!(database = db.kind(), "migrations applied");
+async fn migrate(database: DatabaseSettings) -> anyhow::Result<()> {
+    let (db, _) = store::connect(&database)?;
+    let done = store::migrate(&db).await?;
+    tracing::info!(
+        database = db.kind(),
+        applied = done.applied,
+        already_applied = done.already_applied,
+        "migrations applied"
+    );
+    println!(
+        "applied {} migration{} ({} already applied)",
+        done.applied,
+        if done.applied == 1 { "" } else { "s" },
+        done.already_applied
+    );
     db.close().await;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
@@ -79,12 +79,29 @@ fn sqlite_file(options: &SqliteConnectOptions) -> Option<PathBuf> {
     (!name.is_empty() && name != ":memory:" && !name.starts_with("file:")).then(|| path.to_owned())
 }
 
-/// Applies the migrations embedded for `db`'s database that have not run yet.
-pub async fn migrate(db: &Db) -> anyhow::Result<()> {
+/// What one run of the migrations did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// Migrations this run applied.
+    pub applied: usize,
+    /// Migrations the database had before this run.
+    pub already_applied: usize,
+}
+
+/// Applies the migrations embedded for `db`'s database that have not run yet, and says how many.
+pub async fn migrate(db: &Db) -> anyhow::Result<Migrated> {
     let migrations = match db {
         Db::Postgres(_) => &POSTGRES_MIGRATIONS,
         Db::Sqlite(..) => &SQLITE_MIGRATIONS,
     };
-    dispatch!(db, conn => migrations.run(conn).await.map_err(sqlx::Error::from))
-        .with_context(|| format!("running {} migrations failed", db.kind()))
+    let table = &migrations.table_name;
+    dispatch!(db, conn => {
+        // The count before and after, on the same connection, around the migrator's own run.
+        conn.ensure_migrations_table(table).await?;
+        let before = conn.list_applied_migrations(table).await?.len();
+        migrations.run(&mut *conn).await?;
+        let after = conn.list_applied_migrations(table).await?.len();
+        Ok(Migrated { applied: after.saturating_sub(before), already_applied: before })
+    })
+    .with_context(|| format!("running {} migrations failed", db.kind()))
 }

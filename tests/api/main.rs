@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod commands;
 mod docs;
 mod health;
 mod hostile;

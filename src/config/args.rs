@@ -1,0 +1,293 @@
+//! Every setting declared once, with clap's derive: its variable, default, range and help text
+//! side by side, so `cerego --help` documents them all and start-up checks them all.
+//!
+//! clap reads each variable from the environment (or a `--flag` of the same name, which wins);
+//! the sibling module `parse` holds what clap does not do the way `.env` users expect (blank
+//! values,
+//! one-line messages). [`SettingsArgs`] becomes the typed [`Settings`] after the checks that
+//! span several variables. To add a setting: a field here, its name in [`VARIABLES`], its line
+//! in `.env.example` and the README's table (a test checks all four agree).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::builder::{BoolishValueParser, EnumValueParser};
+use clap::{ArgAction, Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::parse::{BlankIsDefault, bounded, ip_address, secret};
+use super::{
+    ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
+    LogFormat, SessionSettings, Settings,
+};
+
+/// Every environment variable cerego reads, in `--help` order (`RUST_LOG` is read by the log
+/// filter itself).
+pub const VARIABLES: &[&str] = &[
+    "HOST",
+    "PORT",
+    "REQUEST_TIMEOUT_SECS",
+    "HTTP_HEADER_READ_TIMEOUT_SECS",
+    "HTTP_IDLE_TIMEOUT_SECS",
+    "HTTP_BODY_READ_TIMEOUT_SECS",
+    "HTTP_MAX_CONNECTIONS",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_ACQUIRE_TIMEOUT_SECS",
+    "DATABASE_QUERY_TIMEOUT_SECS",
+    "DATABASE_AUTO_MIGRATE",
+    "JWT_SECRET_KEY",
+    "JWT_ALGORITHM",
+    "JWT_ACCESS_TOKEN_EXPIRE_MINUTES",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "REFRESH_TOKEN_GRACE_SECS",
+    "SESSION_LIFETIME_SECS",
+    "SESSION_IDLE_TIMEOUT_SECS",
+    "SESSION_PURGE_INTERVAL_SECS",
+    "BCRYPT_COST",
+    "PASSWORD_HASH_QUEUE_PER_CORE",
+    "PASSWORD_HASH_QUEUE_FULL_WAIT_MS",
+    "LOG_FORMAT",
+];
+
+/// The settings as clap reads them; [`SettingsArgs::into_settings`] checks and types them.
+/// Each flag is named after its variable (`PORT` ↔ `--port`).
+#[derive(Debug, Clone, Args)]
+pub struct SettingsArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", global = true, help_heading = "HTTP", default_value = "0.0.0.0",
+          value_parser = BlankIsDefault(ip_address))]
+    pub host: IpAddr,
+    /// Port to listen on, 0..=65535 (0 picks a free one).
+    #[arg(long, env = "PORT", global = true, help_heading = "HTTP", default_value_t = 8000,
+          value_parser = bounded::<u16>(0..=65_535))]
+    pub port: u16,
+    /// A request running longer gets 503 {"detail": "Service unavailable"}; seconds, 1..=600.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true, help_heading = "HTTP",
+          default_value_t = 30, value_parser = bounded::<u64>(1..=600))]
+    pub request_timeout_secs: u64,
+    /// A connection that has not sent a whole request head this long after it opened (or
+    /// after its previous response) is closed; seconds, 1..=300.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", global = true, help_heading = "HTTP",
+          default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
+    pub http_header_read_timeout_secs: u64,
+    /// A keep-alive connection idle this long between requests is closed; seconds, 1..=3600.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", global = true, help_heading = "HTTP",
+          default_value_t = 60, value_parser = bounded::<u64>(1..=3600))]
+    pub http_idle_timeout_secs: u64,
+    /// A request body not fully received this long after the head gets 408; seconds, 1..=300.
+    #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_SECS", global = true, help_heading = "HTTP",
+          default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
+    pub http_body_read_timeout_secs: u64,
+    /// Most connections open at once (never more than the file limit allows); past it, new
+    /// ones wait in the kernel's backlog; 1..=1000000.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", global = true, help_heading = "HTTP",
+          default_value_t = 10_000, value_parser = bounded::<usize>(1..=1_000_000))]
+    pub http_max_connections: usize,
+
+    /// postgres://user:password@host:5432/db or sqlite://path/to/file.db; unset: an
+    /// embedded SQLite file at ./data/cerego.db.
+    #[arg(long, env = "DATABASE_URL", global = true, help_heading = "Database",
+          hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<SecretString>,
+    /// Most connections in the pool, 1..=1000.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", global = true, help_heading = "Database",
+          default_value_t = 10, value_parser = bounded::<u32>(1..=1000))]
+    pub database_max_connections: u32,
+    /// How long a request waits for a connection before it gets 503 {"detail": "Service
+    /// unavailable"}; seconds, 1..=300.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_SECS", global = true, help_heading = "Database",
+          default_value_t = 3, value_parser = bounded::<u64>(1..=300))]
+    pub database_acquire_timeout_secs: u64,
+    /// Longest a single query may run (PostgreSQL statement_timeout and a client-side
+    /// deadline); seconds, 1..=300.
+    #[arg(long, env = "DATABASE_QUERY_TIMEOUT_SECS", global = true, help_heading = "Database",
+          default_value_t = 5, value_parser = bounded::<u64>(1..=300))]
+    pub database_query_timeout_secs: u64,
+    /// Apply pending migrations when `serve` starts: true or false.
+    #[arg(long, env = "DATABASE_AUTO_MIGRATE", global = true, help_heading = "Database",
+          default_value_t = true, action = ArgAction::Set,
+          value_parser = BlankIsDefault(BoolishValueParser::new()))]
+    pub database_auto_migrate: bool,
+
+    /// Access-token signing key, at least 32 bytes; required with PostgreSQL. Unset with
+    /// SQLite: generated once and kept beside the database file (mode 0600).
+    #[arg(long, env = "JWT_SECRET_KEY", global = true, help_heading = "Access tokens",
+          hide_env_values = true, value_parser = secret)]
+    pub jwt_secret_key: Option<SecretString>,
+    /// The one algorithm tokens are signed and verified with.
+    #[arg(long, env = "JWT_ALGORITHM", global = true, help_heading = "Access tokens",
+          default_value = "HS256", value_parser = BlankIsDefault(EnumValueParser::<JwtAlgorithm>::new()))]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// Access-token lifetime; minutes, 1..=1440.
+    #[arg(long, env = "JWT_ACCESS_TOKEN_EXPIRE_MINUTES", global = true,
+          help_heading = "Access tokens", default_value_t = 30,
+          value_parser = bounded::<u64>(1..=1440))]
+    pub jwt_access_token_expire_minutes: u64,
+    /// When set, written into tokens as `iss` and required on them.
+    #[arg(
+        long,
+        env = "JWT_ISSUER",
+        global = true,
+        help_heading = "Access tokens"
+    )]
+    pub jwt_issuer: Option<String>,
+    /// When set, written into tokens as `aud` and required on them.
+    #[arg(
+        long,
+        env = "JWT_AUDIENCE",
+        global = true,
+        help_heading = "Access tokens"
+    )]
+    pub jwt_audience: Option<String>,
+
+    /// A used refresh token presented again this soon gets the same new pair; later, reuse
+    /// revokes the session (0: every replay is reuse); seconds, 0..=300, less than
+    /// SESSION_IDLE_TIMEOUT_SECS.
+    #[arg(long, env = "REFRESH_TOKEN_GRACE_SECS", global = true, help_heading = "Sessions",
+          default_value_t = 10, value_parser = bounded::<u64>(0..=300))]
+    pub refresh_token_grace_secs: u64,
+    /// Absolute session lifetime from login; seconds, 60..=315360000 (10 years).
+    #[arg(long, env = "SESSION_LIFETIME_SECS", global = true, help_heading = "Sessions",
+          default_value_t = 30 * 24 * 3600, value_parser = bounded::<u64>(60..=315_360_000))]
+    pub session_lifetime_secs: u64,
+    /// A session not refreshed for this long ends; seconds, 60..=315360000.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT_SECS", global = true, help_heading = "Sessions",
+          default_value_t = 14 * 24 * 3600, value_parser = bounded::<u64>(60..=315_360_000))]
+    pub session_idle_timeout_secs: u64,
+    /// How often ended sessions are deleted; seconds, 1..=86400.
+    #[arg(long, env = "SESSION_PURGE_INTERVAL_SECS", global = true, help_heading = "Sessions",
+          default_value_t = 3600, value_parser = bounded::<u64>(1..=86_400))]
+    pub session_purge_interval_secs: u64,
+
+    /// bcrypt work factor for new hashes, 4..=31 (existing hashes keep theirs).
+    #[arg(long, env = "BCRYPT_COST", global = true, help_heading = "Passwords",
+          default_value_t = 12, value_parser = bounded::<u32>(4..=31))]
+    pub bcrypt_cost: u32,
+    /// Logins and sign-ups that may wait per core for a hashing slot; past that, 503
+    /// {"detail": "Service busy"}; 0..=1024.
+    #[arg(long, env = "PASSWORD_HASH_QUEUE_PER_CORE", global = true, help_heading = "Passwords",
+          default_value_t = 16, value_parser = bounded::<usize>(0..=1024))]
+    pub password_hash_queue_per_core: usize,
+    /// How long one that finds the queue full waits for a place before its 503;
+    /// milliseconds, 0..=5000.
+    #[arg(long, env = "PASSWORD_HASH_QUEUE_FULL_WAIT_MS", global = true,
+          help_heading = "Passwords", default_value_t = 250,
+          value_parser = bounded::<u64>(0..=5000))]
+    pub password_hash_queue_full_wait_ms: u64,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", global = true, help_heading = "Logs", default_value = "json",
+          value_parser = BlankIsDefault(EnumValueParser::<LogFormat>::new()))]
+    pub log_format: LogFormat,
+}
+
+/// `JWT_ALGORITHM`'s values, spelled as the FastAPI design spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256.
+    #[value(name = "HS256")]
+    Hs256,
+    /// HMAC with SHA-384.
+    #[value(name = "HS384")]
+    Hs384,
+    /// HMAC with SHA-512.
+    #[value(name = "HS512")]
+    Hs512,
+}
+
+impl SettingsArgs {
+    /// The database settings alone: all `cerego migrate` needs (no signing key).
+    pub fn database(&self) -> Result<DatabaseSettings, ConfigError> {
+        let url = non_blank(self.database_url.clone());
+        if let Some(url) = &url {
+            DatabaseKind::of(url).map_err(|reason| ConfigError {
+                var: "DATABASE_URL",
+                reason,
+            })?;
+        }
+        Ok(DatabaseSettings {
+            url,
+            max_connections: self.database_max_connections,
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
+            auto_migrate: self.database_auto_migrate,
+            query_timeout: Duration::from_secs(self.database_query_timeout_secs),
+        })
+    }
+
+    /// Every setting, after the checks that span several variables.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let database = self.database()?;
+        let is_postgres = database
+            .url
+            .as_ref()
+            .is_some_and(|url| DatabaseKind::of(url) == Ok(DatabaseKind::Postgres));
+        let secret = non_blank(self.jwt_secret_key);
+        match &secret {
+            Some(secret) if secret.expose_secret().len() < 32 => {
+                return Err(error("JWT_SECRET_KEY", "must be at least 32 bytes long"));
+            }
+            None if is_postgres => {
+                return Err(error(
+                    "JWT_SECRET_KEY",
+                    "is required with a PostgreSQL DATABASE_URL (at least 32 bytes)",
+                ));
+            }
+            _ => {}
+        }
+        if self.refresh_token_grace_secs >= self.session_idle_timeout_secs {
+            return Err(error(
+                "REFRESH_TOKEN_GRACE_SECS",
+                "must be less than SESSION_IDLE_TIMEOUT_SECS",
+            ));
+        }
+        let text = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        Ok(Settings {
+            host: self.host,
+            port: self.port,
+            database,
+            jwt: JwtSettings {
+                secret,
+                algorithm: match self.jwt_algorithm {
+                    JwtAlgorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+                    JwtAlgorithm::Hs384 => jsonwebtoken::Algorithm::HS384,
+                    JwtAlgorithm::Hs512 => jsonwebtoken::Algorithm::HS512,
+                },
+                access_token_ttl: Duration::from_secs(self.jwt_access_token_expire_minutes * 60),
+                issuer: text(self.jwt_issuer),
+                audience: text(self.jwt_audience),
+            },
+            sessions: SessionSettings {
+                refresh_grace: Duration::from_secs(self.refresh_token_grace_secs),
+                lifetime: Duration::from_secs(self.session_lifetime_secs),
+                idle_timeout: Duration::from_secs(self.session_idle_timeout_secs),
+                purge_interval: Duration::from_secs(self.session_purge_interval_secs),
+            },
+            bcrypt_cost: self.bcrypt_cost,
+            hash_queue: HashQueueSettings {
+                per_core: self.password_hash_queue_per_core,
+                full_wait: Duration::from_millis(self.password_hash_queue_full_wait_ms),
+            },
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            http: HttpSettings {
+                header_read_timeout: Duration::from_secs(self.http_header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+                body_read_timeout: Duration::from_secs(self.http_body_read_timeout_secs),
+                max_connections: self.http_max_connections,
+            },
+            log_format: self.log_format,
+        })
+    }
+}
+
+fn error(var: &'static str, reason: &str) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.to_owned(),
+    }
+}
+
+fn non_blank(secret: Option<SecretString>) -> Option<SecretString> {
+    secret.filter(|s| !s.expose_secret().trim().is_empty())
+}

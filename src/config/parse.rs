@@ -1,0 +1,131 @@
+//! Reading [`SettingsArgs`] with clap, and the two things clap does not do the way `.env` users
+//! expect: an empty value (`PORT=`) counts as unset, so the default applies (clap takes it as a
+//! value), and a bad value is reported as one line naming the variable ([`ConfigError`]) rather
+//! than clap's usage text.
+
+use std::ffi::{OsStr, OsString};
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, Command, FromArgMatches};
+use secrecy::SecretString;
+
+use super::ConfigError;
+use super::args::{SettingsArgs, VARIABLES};
+
+/// A command that reads the settings alone (no subcommands).
+pub fn settings_command() -> Command {
+    SettingsArgs::augment_args(Command::new("cerego"))
+}
+
+/// Why the command line or the environment could not be used.
+#[derive(Debug)]
+pub enum ParseError {
+    /// A setting's value is bad: one line naming the variable.
+    Setting(ConfigError),
+    /// Anything else clap reports (an unknown flag), or a request for `--help` / `--version`:
+    /// `clap::Error::exit` prints it and exits as clap does.
+    Usage(clap::Error),
+}
+
+/// Parses `args` with `cmd` (which holds [`SettingsArgs`], read from the environment as its
+/// arguments say) into `T`, turning a bad setting into a [`ConfigError`] naming its variable.
+pub fn parse<T, I>(cmd: Command, args: I) -> Result<T, ParseError>
+where
+    T: FromArgMatches,
+    I: IntoIterator,
+    I::Item: Into<OsString> + Clone,
+{
+    cmd.try_get_matches_from(args)
+        .and_then(|matches| T::from_arg_matches(&matches))
+        .map_err(|err| match setting_error(&err) {
+            Some(err) => ParseError::Setting(err),
+            None => ParseError::Usage(err),
+        })
+}
+
+/// The variable and the reason of a value clap refused, if the refused value is a setting's.
+fn setting_error(err: &clap::Error) -> Option<ConfigError> {
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap names the argument as `--port <PORT>`.
+    let flag = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let wanted = flag.to_ascii_uppercase().replace('-', "_");
+    let var = VARIABLES.iter().copied().find(|var| *var == wanted)?;
+    let reason = match err.kind() {
+        ErrorKind::ValueValidation => std::error::Error::source(err)?.to_string(),
+        ErrorKind::InvalidValue => {
+            let got = match err.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(value)) => format!(" (got {value:?})"),
+                _ => String::new(),
+            };
+            match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(valid)) => {
+                    format!("must be one of {}{got}", valid.join(", "))
+                }
+                _ => format!("is not an accepted value{got}"),
+            }
+        }
+        _ => return None,
+    };
+    Some(ConfigError { var, reason })
+}
+
+/// A whole number within `range`, stored as `T`; a blank value means the default.
+pub(super) fn bounded<T>(
+    range: RangeInclusive<u64>,
+) -> BlankIsDefault<impl TypedValueParser<Value = T>>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    BlankIsDefault(move |raw: &str| -> Result<T, String> {
+        let (min, max) = (*range.start(), *range.end());
+        let outside = || format!("must be a whole number between {min} and {max} (got {raw:?})");
+        let value: u64 = raw.trim().parse().map_err(|_| outside())?;
+        if !range.contains(&value) {
+            return Err(outside());
+        }
+        T::try_from(value).map_err(|_| outside())
+    })
+}
+
+pub(super) fn ip_address(raw: &str) -> Result<IpAddr, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("must be an IP address such as 0.0.0.0 or ::1 (got {raw:?})"))
+}
+
+/// Secrets are kept wrapped from the moment they are read, so no `Debug` can print them.
+pub(super) fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
+/// Parses like the parser it wraps, except that a blank value (`.env` files often hold `PORT=`)
+/// counts as unset: the argument's default is parsed instead. clap itself takes an empty
+/// variable as a value.
+#[derive(Clone)]
+pub(super) struct BlankIsDefault<P>(pub(super) P);
+
+impl<P: TypedValueParser> TypedValueParser for BlankIsDefault<P> {
+    type Value = P::Value;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let blank = value.to_str().is_some_and(|v| v.trim().is_empty());
+        match arg.and_then(|arg| arg.get_default_values().first()) {
+            Some(default) if blank => self.0.parse_ref(cmd, arg, default),
+            _ => self.0.parse_ref(cmd, arg, value),
+        }
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
+}
