@@ -142,7 +142,10 @@ db_tests! {
 
         let response = app.get("/metrics").await;
         assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
         let text = response.text().await.expect("text");
         let value = |needle: &str| -> f64 {
             text.lines()
