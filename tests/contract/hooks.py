@@ -15,7 +15,7 @@ import urllib.request
 import schemathesis
 
 BASE = os.environ["CEREGO_URL"].rstrip("/")
-USER = {"email": "contract@example.com", "username": "contract", "password": "contract tester's long pass phrase"}
+PASSWORD = "contract tester's long pass phrase"
 
 
 def _post(path, body):
@@ -34,21 +34,29 @@ def _post(path, body):
 
 @schemathesis.auth(refresh_interval=None).apply_to(path_regex="^/auth/(me|logout|logout-all|sessions)")
 class FreshLogin:
-    """Signs the test account up once, then logs it in for every request that needs a token."""
+    """Signs the test accounts up once, then logs in for every request that needs a token.
 
-    signed_up = False
+    `POST /auth/logout-all` gets an account of its own: it ends every session of its user, and
+    would otherwise end the tokens the other worker is using at that moment.
+    """
+
+    signed_up = set()
 
     def get(self, case, context):
-        if not FreshLogin.signed_up:
-            status, _ = _post("/auth/signup", USER)
-            assert status in (201, 409), f"sign-up of the contract account: {status}"
-            FreshLogin.signed_up = True
-        status, tokens = _post("/auth/login", {"username": USER["username"], "password": USER["password"]})
-        assert status == 200, f"login of the contract account: {status}"
+        username = "contract-all" if context.operation.path == "/auth/logout-all" else "contract"
+        if username not in FreshLogin.signed_up:
+            account = {"email": f"{username}@example.com", "username": username, "password": PASSWORD}
+            status, _ = _post("/auth/signup", account)
+            assert status in (201, 409), f"sign-up of {username}: {status}"
+            FreshLogin.signed_up.add(username)
+        status, tokens = _post("/auth/login", {"username": username, "password": PASSWORD})
+        assert status == 200, f"login of {username}: {status}"
         return tokens["access_token"]
 
     def set(self, case, data, context):
-        headers = case.headers or {}
+        # Generation of security parameters is off (schemathesis.toml), so an Authorization
+        # header already present was put there by an OpenAPI link: keep the linked token.
+        headers = dict(case.headers or {})
         if not any(name.lower() == "authorization" for name in headers):
             headers["Authorization"] = f"Bearer {data}"
         case.headers = headers
