@@ -4,9 +4,14 @@ Loaded through SCHEMATHESIS_HOOKS by tests/contract/run. Each token comes from i
 a generated `POST /auth/logout` or `/auth/logout-all` ends only sessions nobody else relies on
 (a token shared across the run would be revoked by the first logout and leave every later call
 testing only the 401 path). A request that already carries an Authorization header (set by an
-OpenAPI link in the stateful phase, or deliberately malformed by a negative test) keeps it.
+OpenAPI link in the stateful phase) keeps it.
+
+In the stateful phase, a schema-valid sign-up gets a unique prefix on its username and email:
+generated addresses repeat so often that most sign-ups would end in 409, and the chains that
+start there (sign-up → login → me / sessions / refresh / logout) would rarely be walked.
 """
 
+import itertools
 import json
 import os
 import urllib.error
@@ -60,3 +65,26 @@ class FreshLogin:
         if not any(name.lower() == "authorization" for name in headers):
             headers["Authorization"] = f"Bearer {data}"
         case.headers = headers
+
+
+_unique = itertools.count()
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    """Makes a positive stateful sign-up's username and email unique (see the module comment)."""
+    meta = case.meta
+    if case.method.upper() != "POST" or case.operation.path != "/auth/signup" or meta is None:
+        return
+    if meta.phase.name != "stateful" or meta.generation.mode.is_negative:
+        return
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    tag = f"s{next(_unique):05d}"
+    username, email = body.get("username"), body.get("email")
+    if isinstance(username, str):
+        body["username"] = (tag + username)[:32]
+    if isinstance(email, str) and "@" in email:
+        local, domain = email.rsplit("@", 1)
+        body["email"] = f"{tag}{local}"[:64] + "@" + domain
