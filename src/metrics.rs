@@ -10,10 +10,29 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The media type of [`Metrics::render`]'s output: the encoder writes OpenMetrics 1.0 (`# TYPE`
+/// lines name a counter without its `_total`, the body ends in `# EOF`), which a Prometheus server
+/// reading it as the classic `text/plain; version=0.0.4` format would mis-type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The methods recorded under their own name; any other token is `OTHER`.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The `method` label for a request's method. hyper accepts any token as a method, so recording
+/// it verbatim would let a client grow the label set (and memory) without bound.
+pub fn method_label(method: &str) -> &'static str {
+    STANDARD_METHODS
+        .into_iter()
+        .find(|standard| *standard == method)
+        .unwrap_or("OTHER")
+}
+
 /// Labels of a finished HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// HTTP method.
+    /// HTTP method, or `OTHER`.
     pub method: String,
     /// Route template (`/auth/me`), or `unmatched`.
     pub route: String,
@@ -24,7 +43,7 @@ pub struct RequestLabels {
 /// Labels of a request's latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// HTTP method.
+    /// HTTP method, or `OTHER`.
     pub method: String,
     /// Route template, or `unmatched`.
     pub route: String,
@@ -193,10 +212,11 @@ impl Metrics {
         }
     }
 
-    /// Counts a finished request and its latency.
+    /// Counts a finished request and its latency. A method outside the standard nine is counted
+    /// as `OTHER` (see [`method_label`]).
     pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
         let route_labels = RouteLabels {
-            method: method.to_owned(),
+            method: method_label(method).to_owned(),
             route: route.to_owned(),
         };
         self.request_seconds
@@ -259,7 +279,7 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the pool gauges set to `(open, idle)` connections first.
+    /// The OpenMetrics text exposition (it ends in `# EOF`; see [`CONTENT_TYPE`]), with the pool gauges set to `(open, idle)` connections first.
     pub fn render(&self, pool: (u32, usize)) -> String {
         let (open, idle) = (i64::from(pool.0), i64::try_from(pool.1).unwrap_or(i64::MAX));
         self.pool
@@ -275,5 +295,20 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_name_and_any_other_token_is_other() {
+        for method in STANDARD_METHODS {
+            assert_eq!(method_label(method), method);
+        }
+        for method in ["FOO1", "get", "PROPFIND", "GETX", ""] {
+            assert_eq!(method_label(method), "OTHER", "{method}");
+        }
     }
 }

@@ -48,7 +48,8 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// The whole service: the API, its documentation and the middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let metrics = state.metrics.clone();
-    let (api, description) = api().split_for_parts();
+    let (api, mut description) = api().split_for_parts();
+    openapi::add_links(&mut description);
     let routes = api
         .with_state(state)
         .merge(routes::docs::router(description))

@@ -1,8 +1,12 @@
 //! The OpenAPI 3.1 description: document-level parts (info, security schemes, shared error
-//! schemas). Paths come from the `#[utoipa::path]` attributes on the handlers, collected by the
-//! same `OpenApiRouter` that serves them, so the two cannot drift.
+//! schemas) and the links between operations. Paths come from the `#[utoipa::path]` attributes on
+//! the handlers, collected by the same `OpenApiRouter` that serves them, so the two cannot drift;
+//! the links are added to the assembled description by [`add_links`], since they join operations
+//! of different route files.
 
 use serde::Serialize;
+use serde_json::json;
+use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::security::{
     Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
 };
@@ -50,8 +54,11 @@ pub struct ValidationError {
 #[openapi(
     info(
         title = "cerego",
-        description = "Sign-up, login and current user. Errors are FastAPI-shaped: \
-            `{\"detail\": \"…\"}`, or for invalid input a 422 listing every failing field.",
+        description = "Sign-up, login and current user, and sessions: a login opens a session \
+            whose short-lived access token (a JWT) is renewed with a single-use refresh token \
+            (`POST /auth/refresh`, rotated on every use); sessions can be listed, ended one by one \
+            or all at once (logout). Errors are FastAPI-shaped: `{\"detail\": \"…\"}`, or for \
+            invalid input a 422 listing every failing field.",
         license(name = "MIT OR Apache-2.0")
     ),
     tags(
@@ -85,5 +92,83 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+/// The bearer header a link passes on: the access token of the response it follows.
+const BEARER_FROM_RESPONSE: &str = "Bearer {$response.body#/access_token}";
+
+/// Declares how the operations chain (OpenAPI links): sign-up's input logs in; a token pair's
+/// access token calls the authenticated operations and its refresh token refreshes. Clients and
+/// stateful testers (schemathesis) follow them. A link can only fill parameters and bodies, so the
+/// access token travels as an explicit `header.Authorization` parameter.
+pub fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
+    let login_link = LinkBuilder::new()
+        .operation_id("login")
+        .request_body(Some(json!({
+            "username": "$request.body#/username",
+            "password": "$request.body#/password",
+        })))
+        .description("Log in with the account just created")
+        .build();
+    add_link(openapi, "/auth/signup", "201", "Login", login_link);
+    for path in ["/auth/login", "/auth/refresh"] {
+        for (name, link) in token_pair_links() {
+            add_link(openapi, path, "200", name, link);
+        }
+    }
+}
+
+/// What a response carrying a token pair leads to.
+fn token_pair_links() -> [(&'static str, Link); 5] {
+    let authed = |operation: &str, description: &str| {
+        LinkBuilder::new()
+            .operation_id(operation)
+            .parameter("header.Authorization", BEARER_FROM_RESPONSE)
+            .description(description)
+            .build()
+    };
+    [
+        ("Me", authed("me", "The user the access token belongs to")),
+        ("Sessions", authed("list", "The sessions of that user")),
+        (
+            "Logout",
+            authed("logout", "End the session the token belongs to"),
+        ),
+        (
+            "LogoutAll",
+            authed("logout_all", "End every session of that user"),
+        ),
+        (
+            "Refresh",
+            LinkBuilder::new()
+                .operation_id("refresh")
+                .request_body(Some(
+                    json!({ "refresh_token": "$response.body#/refresh_token" }),
+                ))
+                .description("Exchange the refresh token for a new pair")
+                .build(),
+        ),
+    ]
+}
+
+/// Adds `link` to the `status` response of the POST or GET operation at `path`, if both exist
+/// (a description without the operation simply has no link to it).
+fn add_link(
+    openapi: &mut utoipa::openapi::OpenApi,
+    path: &str,
+    status: &str,
+    name: &str,
+    link: Link,
+) {
+    let Some(item) = openapi.paths.paths.get_mut(path) else {
+        return;
+    };
+    let Some(operation) = item.post.as_mut().or(item.get.as_mut()) else {
+        return;
+    };
+    if let Some(utoipa::openapi::RefOr::T(response)) = operation.responses.responses.get_mut(status)
+    {
+        response.links.insert(name.to_owned(), link.into());
     }
 }

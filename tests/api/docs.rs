@@ -142,7 +142,10 @@ db_tests! {
 
         let response = app.get("/metrics").await;
         assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
         let text = response.text().await.expect("text");
         let value = |needle: &str| -> f64 {
             text.lines()
@@ -164,5 +167,36 @@ db_tests! {
         assert!(text.contains(&format!(r#"database="{database}""#)), "build info names the database");
         assert!(text.contains("cerego_build_info"));
         assert!(!text.contains(GOOD_PASSWORD));
+    }
+}
+
+db_tests! {
+    /// The links clients and stateful testers follow, and a description that says what sessions are.
+    async fn the_description_links_sign_up_login_and_the_session_operations(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let spec = spec(&app).await;
+        let description = spec["info"]["description"].as_str().expect("description");
+        assert!(description.contains("session"), "{description}");
+        let operation_ids: BTreeSet<&str> = spec["paths"].as_object().expect("paths").values()
+            .flat_map(|item| item.as_object().expect("item").values())
+            .filter_map(|operation| operation["operationId"].as_str())
+            .collect();
+        let links = |path: &str, status: &str| -> Value {
+            spec["paths"][path]["post"]["responses"][status]["links"].clone()
+        };
+        let signup = links("/auth/signup", "201");
+        assert_eq!(signup["Login"]["operationId"], "login");
+        assert_eq!(signup["Login"]["requestBody"]["password"], "$request.body#/password");
+        for path in ["/auth/login", "/auth/refresh"] {
+            let pair = links(path, "200");
+            for (name, target) in [("Me", "me"), ("Sessions", "list"), ("Logout", "logout"), ("LogoutAll", "logout_all"), ("Refresh", "refresh")] {
+                let link = &pair[name];
+                let id = link["operationId"].as_str().unwrap_or_else(|| panic!("{path} has no {name} link: {pair}"));
+                assert_eq!(id, target);
+                assert!(operation_ids.contains(id), "{path} links to an operation that exists: {id}");
+            }
+            assert_eq!(pair["Me"]["parameters"]["header.Authorization"], "Bearer {$response.body#/access_token}");
+            assert_eq!(pair["Refresh"]["requestBody"]["refresh_token"], "$response.body#/refresh_token");
+        }
     }
 }
