@@ -71,6 +71,7 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let (db, _) = store::connect(&settings.database)?;
     store::migrate(&db).await?;
     tracing::info!(database = db.kind(), "migrations applied");
+    db.report_unnormalised_emails().await?;
     db.close().await;
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod docs;
+mod emails;
 mod health;
 mod hostile;
 mod login;

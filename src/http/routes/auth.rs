@@ -20,6 +20,7 @@ use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
 use crate::http::openapi::{ErrorDetail, ValidationError};
+use crate::http::timestamp;
 
 /// A user as the API shows it: never a password or a hash.
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,10 +32,10 @@ pub struct UserResponse {
     id: i64,
     email: String,
     username: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, format = DateTime)]
     updated_at: OffsetDateTime,
 }
@@ -234,6 +235,8 @@ pub async fn login(
     let password = fields
         .required("password", &mut errors)
         .map(SecretString::from);
+    // `required` took the field it read, so this checks only the one left unused.
+    fields.check_unused(&["email", "username"], &mut errors);
     if let Some(grant) = fields.optional("grant_type", &mut errors)
         && grant != "password"
     {
