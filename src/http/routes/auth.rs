@@ -44,8 +44,9 @@ pub struct UserResponse {
 #[derive(ToSchema)]
 #[expect(dead_code, reason = "describes the request body for OpenAPI only")]
 struct SignupRequest {
-    /// A valid address, at most 254 characters; stored trimmed and lower-cased, unique
-    /// case-insensitively.
+    /// A valid address, at most 254 characters; stored in canonical form (NFKC with case
+    /// folding, the domain as IDNA A-labels), which is also what makes it unique. Invisible,
+    /// bidirectional-control and mixed-script addresses are refused.
     #[schema(example = "ada@example.com", format = Email, max_length = 254)]
     email: String,
     /// 3 to 32 of `A-Z a-z 0-9 _ . -`, starting with a letter or digit; unique case-insensitively.
