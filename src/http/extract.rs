@@ -153,22 +153,12 @@ impl Fields {
         }
     }
 
-    /// An optional string field; `null` counts as absent. Call it for every documented field a
-    /// handler does not otherwise read, so a present value of the wrong type is still a 422.
+    /// An optional string field; `null` counts as absent. Handlers read every documented field,
+    /// even one they end up not using, so a present value of the wrong type is still a 422.
     pub fn optional(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
         match self.0.remove(name) {
             None | Some(Value::Null) => None,
             Some(value) => Self::string(name, value, errors),
-        }
-    }
-
-    /// Type-checks documented fields the handler does not use (login's `username` when `email`
-    /// is given): a present field of the wrong type is a 422 even when unused, as in FastAPI.
-    /// Undocumented fields stay ignored.
-    pub fn check_unused(&mut self, names: &[&str], errors: &mut Vec<FieldError>) {
-        for name in names {
-            // Only the type matters here; the value itself is not used.
-            let _ = self.optional(name, errors);
         }
     }
 

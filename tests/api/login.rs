@@ -227,5 +227,9 @@ db_tests! {
             }))
             .await;
         assert_eq!(extra.status(), 200);
+        let null_email = app
+            .login_json(&json!({ "email": null, "username": "ada", "password": GOOD_PASSWORD }))
+            .await;
+        assert_eq!(null_email.status(), 200);
     }
 }

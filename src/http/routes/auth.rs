@@ -219,25 +219,27 @@ pub async fn login(
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let name = if fields.has("email") {
-        fields.required("email", &mut errors).map(LoginName::Email)
-    } else if fields.has("username") {
-        fields
-            .required("username", &mut errors)
-            .map(LoginName::UsernameOrEmail)
-    } else {
-        errors.push(FieldError::field(
-            "username",
-            "Field required: send username or email",
-            "missing",
-        ));
-        None
+    // Both are read, so a present one of the wrong type is a 422 even when the other is used;
+    // `null` counts as absent, as the schema's optional fields allow.
+    let email = fields.optional("email", &mut errors);
+    let username = fields.optional("username", &mut errors);
+    let name = match (email, username) {
+        (Some(email), _) => Some(LoginName::Email(email)),
+        (None, Some(name)) => Some(LoginName::UsernameOrEmail(name)),
+        (None, None) => {
+            if errors.is_empty() {
+                errors.push(FieldError::field(
+                    "username",
+                    "Field required: send username or email",
+                    "missing",
+                ));
+            }
+            None
+        }
     };
     let password = fields
         .required("password", &mut errors)
         .map(SecretString::from);
-    // `required` took the field it read, so this checks only the one left unused.
-    fields.check_unused(&["email", "username"], &mut errors);
     if let Some(grant) = fields.optional("grant_type", &mut errors)
         && grant != "password"
     {
