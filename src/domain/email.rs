@@ -98,6 +98,11 @@ impl Email {
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
+        // Normalising can shorten (composing marks) as well as lengthen, so the real limit is
+        // checked on the result; this bound only spares work on absurd input.
+        if trimmed.len() > MAX_LEN * 16 {
+            return Err(EmailError::TooLong);
+        }
         refuse_hidden(trimmed)?;
         let folded = nfkc_casefold(trimmed);
         // Folding never introduces these today; checking again keeps that a guarantee.

@@ -111,6 +111,11 @@ fn length_limit_is_254_characters() {
     assert!(Email::parse(&at_limit).is_ok());
     let over = format!("{}@example.com", "a".repeat(MAX_LEN - 11));
     assert_eq!(Email::parse(&over), Err(EmailError::TooLong));
+    // Counted on the canonical form: 254 decomposed letters are 508 characters as sent.
+    let decomposed = format!("{}@example.com", "a\u{301}".repeat(MAX_LEN - 12));
+    assert!(Email::parse(&decomposed).is_ok());
+    let huge = "a".repeat(MAX_LEN * 16 + 1);
+    assert_eq!(Email::parse(&huge), Err(EmailError::TooLong));
 }
 
 /// Characters that fold together: each pair is (a character, another spelling of it).
