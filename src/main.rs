@@ -114,6 +114,7 @@ async fn migrate(database: DatabaseSettings) -> anyhow::Result<()> {
         if done.applied == 1 { "" } else { "s" },
         done.already_applied
     );
+    db.report_unnormalised_emails().await?;
     db.close().await;
     Ok(())
 }

@@ -14,14 +14,26 @@ use super::error::{ApiError, BAD_TOKEN, FieldError};
 use crate::domain::{FieldRule, SessionId, User};
 
 /// The fields of a request body, read from a JSON object or, where allowed, a form.
-#[derive(Debug, Default)]
+///
+/// Its `Debug` names the fields and never shows a value: the body holds passwords and tokens.
+#[derive(Default)]
 pub struct Fields(HashMap<String, Value>);
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        // Sorted, so the output does not depend on the map's order.
+        names.sort_unstable();
+        f.debug_tuple("Fields").field(&names).finish()
+    }
+}
 
 /// A JSON object body (`Content-Type: application/json`).
 #[derive(Debug)]
 pub struct JsonFields(pub Fields);
 
-/// A JSON object body, or an `application/x-www-form-urlencoded` form (OAuth2 password grant).
+/// A JSON object body, or an `application/x-www-form-urlencoded` form (as OAuth2 clients send
+/// the password and refresh-token grants).
 #[derive(Debug)]
 pub struct JsonOrFormFields(pub Fields);
 
@@ -141,7 +153,8 @@ impl Fields {
         }
     }
 
-    /// An optional string field; `null` counts as absent.
+    /// An optional string field; `null` counts as absent. Handlers read every documented field,
+    /// even one they end up not using, so a present value of the wrong type is still a 422.
     pub fn optional(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
         match self.0.remove(name) {
             None | Some(Value::Null) => None,
@@ -209,5 +222,32 @@ where
             user: found.user,
             session: found.session,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_fields_names_them_and_never_shows_a_value() {
+        let fields = Fields(HashMap::from([
+            ("username".to_owned(), Value::from("ada")),
+            ("password".to_owned(), Value::from("hunter2-secret-pass")),
+            (
+                "nested".to_owned(),
+                serde_json::json!({ "token": "crg_rt_abc" }),
+            ),
+        ]));
+        let shown = format!("{fields:?} {fields:#?}");
+        assert!(
+            shown.contains("password") && shown.contains("username"),
+            "{shown}"
+        );
+        for value in ["hunter2-secret-pass", "ada\"", "crg_rt_abc"] {
+            assert!(!shown.contains(value), "{value} shown in {shown}");
+        }
+        let wrapped = format!("{:?}", JsonOrFormFields(fields));
+        assert!(!wrapped.contains("hunter2-secret-pass"), "{wrapped}");
     }
 }

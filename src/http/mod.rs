@@ -6,6 +6,7 @@ pub mod extract;
 mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod timestamp;
 
 use std::sync::Arc;
 use std::time::Duration;

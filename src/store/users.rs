@@ -178,3 +178,54 @@ fn now_micros() -> OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
         .unwrap_or(now)
 }
+
+/// Stored e-mail addresses that are not in today's canonical form (see [`Email`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EmailAudit {
+    /// Rows whose address has another canonical form (beyond ASCII case, which `lower()`
+    /// already matches): login by the address as typed now does not find them.
+    pub changed: Vec<UserId>,
+    /// Rows whose address is no longer accepted at all (invisible characters, mixed scripts…).
+    pub refused: Vec<UserId>,
+}
+
+impl Db {
+    /// Which stored addresses no longer normalise to themselves. Nothing is rewritten: an
+    /// operator decides what to do with each account.
+    pub async fn audit_emails(&self) -> Result<EmailAudit, StoreError> {
+        const SQL: &str = "SELECT id, email FROM users ORDER BY id";
+        let rows: Vec<(i64, String)> = dispatch!(self, conn => sqlx::query_as(SQL)
+            .fetch_all(conn)
+            .await)?;
+        let mut audit = EmailAudit::default();
+        for (id, stored) in rows {
+            match Email::parse(&stored) {
+                Ok(email) if email.as_str() == stored.to_ascii_lowercase() => {}
+                Ok(_) => audit.changed.push(UserId::new(id)),
+                Err(_) => audit.refused.push(UserId::new(id)),
+            }
+        }
+        Ok(audit)
+    }
+
+    /// Logs the [`Db::audit_emails`] findings for `cerego migrate`: counts and user ids,
+    /// never the addresses themselves.
+    pub async fn report_unnormalised_emails(&self) -> Result<(), StoreError> {
+        let audit = self.audit_emails().await?;
+        if audit.changed.is_empty() && audit.refused.is_empty() {
+            tracing::info!("every stored email address is in canonical form");
+            return Ok(());
+        }
+        let ids = |list: &[UserId]| list.iter().map(|id| id.get()).collect::<Vec<_>>();
+        tracing::warn!(
+            changed = audit.changed.len(),
+            changed_user_ids = ?ids(&audit.changed),
+            refused = audit.refused.len(),
+            refused_user_ids = ?ids(&audit.refused),
+            "stored email addresses not in canonical form (NFKC, case folding, IDNA A-labels); \
+             they were not rewritten: logins by the canonical address do not find the changed \
+             ones, and the refused ones cannot log in by email"
+        );
+        Ok(())
+    }
+}

@@ -499,3 +499,18 @@ pub async fn validation_errors(response: Response) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Asserts that `value` is a timestamp in the API's one format: RFC 3339 in UTC with exactly six
+/// fractional digits and `Z` (`2026-11-26T14:37:50.149054Z`); returns it parsed.
+pub fn assert_api_timestamp(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a string"));
+    let shape: String = text
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+        .collect();
+    assert_eq!(shape, "dddd-dd-ddTdd:dd:dd.ddddddZ", "{text}");
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|err| panic!("{text}: {err}"))
+}

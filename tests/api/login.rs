@@ -185,9 +185,9 @@ async fn a_users_table_from_the_fastapi_system_is_adopted_and_its_users_log_in()
         .to_owned();
     let me: Value = app.me(&token).await.json().await.expect("json");
     assert_eq!(me["username"], "legacy");
-    assert_eq!(me["created_at"], "2024-05-01T12:00:00Z");
+    assert_eq!(me["created_at"], "2024-05-01T12:00:00.000000Z");
     assert_eq!(
-        me["updated_at"], "2024-05-01T12:00:00Z",
+        me["updated_at"], "2024-05-01T12:00:00.000000Z",
         "a missing updated_at takes created_at"
     );
     let taken = app
@@ -235,5 +235,35 @@ db_tests! {
         let verified = "cerego_password_hash_duration_seconds_count{operation=\"verify\"} 3\n";
         assert!(metrics.contains(verified), "{metrics}");
         assert!(metrics.contains("cerego_logins_total{outcome=\"failure\"} 3\n"), "{metrics}");
+    }
+
+    async fn a_present_field_of_the_wrong_type_is_a_422_even_when_another_field_is_used(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.create_user("ada").await;
+        let unused_username = app
+            .login_json(&json!({ "email": "ada@example.com", "username": {}, "password": GOOD_PASSWORD }))
+            .await;
+        assert_eq!(
+            validation_errors(unused_username).await,
+            [("username".to_owned(), "string_type".to_owned())]
+        );
+        let mistyped_grant = app
+            .login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD, "grant_type": 1 }))
+            .await;
+        assert_eq!(
+            validation_errors(mistyped_grant).await,
+            [("grant_type".to_owned(), "string_type".to_owned())]
+        );
+        // Unknown extra fields stay ignored, and a null optional field counts as absent.
+        let extra = app
+            .login_json(&json!({
+                "email": "ada@example.com", "username": null, "password": GOOD_PASSWORD, "remember": {}
+            }))
+            .await;
+        assert_eq!(extra.status(), 200);
+        let null_email = app
+            .login_json(&json!({ "email": null, "username": "ada", "password": GOOD_PASSWORD }))
+            .await;
+        assert_eq!(null_email.status(), 200);
     }
 }

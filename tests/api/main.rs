@@ -5,6 +5,7 @@ mod helpers;
 
 mod commands;
 mod docs;
+mod emails;
 mod health;
 mod hostile;
 mod jwt;

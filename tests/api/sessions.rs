@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::db_tests;
 use crate::helpers::{
-    Backend, GOOD_PASSWORD, TestApp, assert_detail, spawn_app, spawn_app_with,
-    spawn_app_with_clock, validation_errors,
+    Backend, GOOD_PASSWORD, TestApp, assert_api_timestamp, assert_detail, spawn_app,
+    spawn_app_with, spawn_app_with_clock, validation_errors,
 };
 
 /// `WWW-Authenticate` on an access token whose session is over.
@@ -356,5 +356,101 @@ db_tests! {
         assert_eq!(left, 0, "expired sessions were deleted");
         assert_eq!(app.db.scalar("SELECT count(*) FROM refresh_tokens").await, 0);
         assert_me_refused(&app, &access, SESSION_ENDED, "purged").await;
+    }
+}
+
+db_tests! {
+    async fn refresh_accepts_the_oauth2_refresh_token_grant_form(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.create_user("ada").await;
+        let (_, refresh) = app.login_pair("ada").await;
+        let post_form = |form: Vec<(&'static str, String)>| {
+            app.client.post(app.url("/auth/refresh")).form(&form).send()
+        };
+
+        let with_grant = post_form(vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh.clone()),
+        ])
+        .await
+        .expect("request");
+        let (access, next) = pair(with_grant).await;
+        assert_eq!(me_status(&app, &access).await, 200);
+        let without_grant = post_form(vec![("refresh_token", next.clone())]).await.expect("request");
+        let (_, last) = pair(without_grant).await;
+
+        let wrong_grant = post_form(vec![
+            ("grant_type", "password".to_owned()),
+            ("refresh_token", last.clone()),
+        ])
+        .await
+        .expect("request");
+        assert_eq!(
+            validation_errors(wrong_grant).await,
+            [("grant_type".to_owned(), "string_pattern_mismatch".to_owned())]
+        );
+        let empty = post_form(vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", String::new())])
+            .await
+            .expect("request");
+        assert_eq!(
+            validation_errors(empty).await,
+            [("refresh_token".to_owned(), "string_too_short".to_owned())]
+        );
+        let missing = post_form(vec![("grant_type", "refresh_token".to_owned())]).await.expect("request");
+        assert_eq!(
+            validation_errors(missing).await,
+            [("refresh_token".to_owned(), "missing".to_owned())]
+        );
+        // The refused requests used nothing up: the last token still works.
+        pair(app.refresh(&last).await).await;
+    }
+
+    async fn an_empty_or_mistyped_refresh_token_is_a_422_not_a_401(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.create_user("ada").await;
+        let (_, refresh) = app.login_pair("ada").await;
+        for (body, kind) in [
+            (json!({ "refresh_token": "" }), "string_too_short"),
+            (json!({ "refresh_token": 5 }), "string_type"),
+            (json!({ "refresh_token": {} }), "string_type"),
+        ] {
+            let response = app.post_json("/auth/refresh", &body).await;
+            assert_eq!(
+                validation_errors(response).await,
+                [("refresh_token".to_owned(), kind.to_owned())],
+                "{body}"
+            );
+        }
+        let mistyped_grant = app
+            .post_json("/auth/refresh", &json!({ "refresh_token": refresh, "grant_type": [] }))
+            .await;
+        assert_eq!(
+            validation_errors(mistyped_grant).await,
+            [("grant_type".to_owned(), "string_type".to_owned())]
+        );
+        // Unknown extra fields stay ignored, as in FastAPI.
+        let extra = app
+            .post_json("/auth/refresh", &json!({ "refresh_token": refresh, "client_id": {} }))
+            .await;
+        pair(extra).await;
+    }
+
+    async fn every_timestamp_has_six_fractional_digits_and_z(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let user = app.create_user("ada").await;
+        let (access, _) = app.login_pair("ada").await;
+        let created = assert_api_timestamp(&user["created_at"]);
+        assert_api_timestamp(&user["updated_at"]);
+
+        let me: Value = app.me(&access).await.json().await.expect("json");
+        assert_eq!(me["created_at"], user["created_at"], "one value, one spelling");
+        assert_api_timestamp(&me["updated_at"]);
+
+        let list = sessions(&app, &access).await;
+        assert_eq!(list.len(), 1);
+        let started = assert_api_timestamp(&list[0]["created_at"]);
+        assert_api_timestamp(&list[0]["last_used_at"]);
+        // Sessions are stored to the second; the login came after the sign-up.
+        assert!(started >= created.replace_nanosecond(0).expect("valid"), "{started} < {created}");
     }
 }

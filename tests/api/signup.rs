@@ -228,4 +228,27 @@ db_tests! {
         let hashed = "cerego_password_hash_duration_seconds_count{operation=\"hash\"} 1\n";
         assert!(metrics.contains(hashed), "one password hashed: {metrics}");
     }
+
+    async fn signup_checks_the_type_of_every_documented_field_and_ignores_unknown_ones(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let mistyped = app
+            .post_json(
+                "/auth/signup",
+                &json!({ "email": "ada@example.com", "username": ["ada"], "password": GOOD_PASSWORD, "role": {} }),
+            )
+            .await;
+        assert_eq!(
+            validation_errors(mistyped).await,
+            [("username".to_owned(), "string_type".to_owned())]
+        );
+        let extra = app
+            .post_json(
+                "/auth/signup",
+                &json!({ "email": "ada@example.com", "username": "ada", "password": GOOD_PASSWORD, "role": {} }),
+            )
+            .await;
+        assert_eq!(extra.status(), 201);
+        let user: Value = extra.json().await.expect("json");
+        assert!(user.get("role").is_none());
+    }
 }

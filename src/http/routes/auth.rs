@@ -20,6 +20,7 @@ use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
 use crate::http::openapi::{ErrorDetail, ValidationError};
+use crate::http::timestamp;
 
 /// A user as the API shows it: never a password or a hash.
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,10 +32,10 @@ pub struct UserResponse {
     id: i64,
     email: String,
     username: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, format = DateTime)]
     updated_at: OffsetDateTime,
 }
@@ -43,8 +44,9 @@ pub struct UserResponse {
 #[derive(ToSchema)]
 #[expect(dead_code, reason = "describes the request body for OpenAPI only")]
 struct SignupRequest {
-    /// A valid address, at most 254 characters; stored trimmed and lower-cased, unique
-    /// case-insensitively.
+    /// A valid address, at most 254 characters; stored in canonical form (NFKC with case
+    /// folding, the domain as IDNA A-labels), which is also what makes it unique. Invisible,
+    /// bidirectional-control and mixed-script addresses are refused.
     #[schema(example = "ada@example.com", format = Email, max_length = 254)]
     email: String,
     /// 3 to 32 of `A-Z a-z 0-9 _ . -`, starting with a letter or digit; unique case-insensitively.
@@ -217,19 +219,23 @@ pub async fn login(
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let name = if fields.has("email") {
-        fields.required("email", &mut errors).map(LoginName::Email)
-    } else if fields.has("username") {
-        fields
-            .required("username", &mut errors)
-            .map(LoginName::UsernameOrEmail)
-    } else {
-        errors.push(FieldError::field(
-            "username",
-            "Field required: send username or email",
-            "missing",
-        ));
-        None
+    // Both are read, so a present one of the wrong type is a 422 even when the other is used;
+    // `null` counts as absent, as the schema's optional fields allow.
+    let email = fields.optional("email", &mut errors);
+    let username = fields.optional("username", &mut errors);
+    let name = match (email, username) {
+        (Some(email), _) => Some(LoginName::Email(email)),
+        (None, Some(name)) => Some(LoginName::UsernameOrEmail(name)),
+        (None, None) => {
+            if errors.is_empty() {
+                errors.push(FieldError::field(
+                    "username",
+                    "Field required: send username or email",
+                    "missing",
+                ));
+            }
+            None
+        }
     };
     let password = fields
         .required("password", &mut errors)

@@ -11,9 +11,10 @@ use utoipa::ToSchema;
 use crate::domain::SessionId;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::extract::{CurrentUser, JsonFields};
+use crate::http::extract::{CurrentUser, JsonOrFormFields};
 use crate::http::openapi::{ErrorDetail, ValidationError};
 use crate::http::routes::auth::{TokenResponse, token_response};
+use crate::http::timestamp;
 use crate::store::SessionRow;
 
 /// `POST /auth/refresh` request (documentation only).
@@ -21,7 +22,22 @@ use crate::store::SessionRow;
 #[expect(dead_code, reason = "describes the request body for OpenAPI only")]
 struct RefreshRequest {
     /// The refresh token from the last login or refresh.
-    #[schema(example = "crg_rt_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]
+    #[schema(
+        example = "crg_rt_3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        min_length = 1
+    )]
+    refresh_token: String,
+}
+
+/// The OAuth2 refresh-token grant form (RFC 6749 §6), as OAuth2 clients send it.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the request body for OpenAPI only")]
+struct RefreshForm {
+    /// Optional; when present it must be `refresh_token`.
+    #[schema(pattern = "^refresh_token$")]
+    grant_type: Option<String>,
+    /// The refresh token from the last login or refresh.
+    #[schema(min_length = 1)]
     refresh_token: String,
 }
 
@@ -31,12 +47,12 @@ pub struct SessionResponse {
     /// Session id (the `sid` claim of its access tokens).
     id: i64,
     /// When the session began (login).
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-26T14:37:50.000000Z")]
     created_at: OffsetDateTime,
     /// The last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "timestamp::serialize")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-26T14:37:50.000000Z")]
     last_used_at: OffsetDateTime,
     /// `User-Agent` at login.
     user_agent: Option<String>,
@@ -71,22 +87,44 @@ impl SessionResponse {
     summary = "Exchange a refresh token for new tokens",
     description = "The presented token is used up and a new one returned. Presenting it again \
         within the grace window (REFRESH_TOKEN_GRACE_SECS) returns the same pair, so tabs \
-        refreshing at once are not logged out; presenting it later revokes its session.",
-    request_body(content = RefreshRequest, content_type = "application/json"),
+        refreshing at once are not logged out; presenting it later revokes its session. \
+        Send JSON `{\"refresh_token\": …}` or, as OAuth2 clients do, the form \
+        `grant_type=refresh_token&refresh_token=…`.",
+    request_body(content(
+        (RefreshRequest = "application/json"),
+        (RefreshForm = "application/x-www-form-urlencoded")
+    )),
     responses(
         (status = 200, description = "New access and refresh tokens", body = TokenResponse),
         (status = 401, description = "Unknown, reused or expired refresh token, or ended session", body = ErrorDetail,
             example = json!({ "detail": "Invalid refresh token" })),
-        (status = 422, description = "Missing or malformed refresh_token", body = ValidationError),
+        (status = 422, description = "Missing, empty or malformed refresh_token, or a grant_type other than refresh_token", body = ValidationError),
         (status = 503, description = "Database unavailable", body = ErrorDetail),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    JsonFields(mut fields): JsonFields,
+    JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
-    let Some(token) = fields.required("refresh_token", &mut errors) else {
+    let token = fields.required("refresh_token", &mut errors);
+    if token.as_deref() == Some("") {
+        errors.push(FieldError::field(
+            "refresh_token",
+            "String should have at least 1 character",
+            "string_too_short",
+        ));
+    }
+    if let Some(grant) = fields.optional("grant_type", &mut errors)
+        && grant != "refresh_token"
+    {
+        errors.push(FieldError::field(
+            "grant_type",
+            "String should match pattern '^refresh_token$'",
+            "string_pattern_mismatch",
+        ));
+    }
+    let (Some(token), true) = (token, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
     let tokens = state.auth.refresh(&token).await?;
