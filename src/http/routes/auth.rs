@@ -272,8 +272,8 @@ pub async fn login(
     security(("OAuth2PasswordBearer" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The token's user", body = UserResponse),
-        (status = 401, description = "Missing, malformed, expired or foreign token, or the user is gone", body = ErrorDetail,
-            headers(("www-authenticate" = String, description = "Bearer")),
+        (status = 401, description = "Missing, malformed, expired or foreign token, or the session has ended", body = ErrorDetail,
+            headers(("www-authenticate" = String, description = "`Bearer` without a token; else `Bearer error=\"invalid_token\", error_description=\"…\"` saying whether the token expired (refresh), its session ended, or it is invalid")),
             example = json!({ "detail": "Could not validate credentials" })),
         (status = 503, description = "Database unavailable", body = ErrorDetail,
             example = json!({ "detail": "Service unavailable" })),
