@@ -11,7 +11,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::inline::InlineReads;
-use super::{Db, dispatch, pool};
+use super::pool::{Deadlines, Pool};
+use super::{Db, StoreError};
 use crate::config::{DatabaseKind, DatabaseSettings};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -20,15 +21,20 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// Builds the pool `settings` describe. Connections open lazily, so a database that is down at
 /// start-up gives 503s (and readiness failures) instead of a crash, and recovers by itself.
 ///
+/// Every query is bounded by `settings.query_timeout` twice: PostgreSQL cancels a statement
+/// that runs longer (`statement_timeout`: a query stuck behind a lock must not hold a request
+/// forever, and the connection stays usable), and the pool gives up on a use that gets no answer
+/// at all (a frozen server never runs its own timeout; see [`super::pool`]).
+///
 /// Returns the pool and, for a SQLite file, the file's path (the generated JWT key lives beside it).
 pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBuf>)> {
     match &settings.url {
         Some(url) if DatabaseKind::of(url) == Ok(DatabaseKind::Postgres) => {
+            let statement_timeout = format!("{}ms", settings.query_timeout.as_millis());
             let options = PgConnectOptions::from_str(url.expose_secret())
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?
-                // A query stuck behind a lock must not hold a request forever.
-                .options([("statement_timeout", "10s")]);
-            let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
+                .options([("statement_timeout", statement_timeout)]);
+            let pool = Pool::build(options, max_size(settings), deadlines(settings), "postgres")?;
             Ok((Db::Postgres(pool), None))
         }
         Some(url) => {
@@ -64,9 +70,16 @@ fn sqlite_pool(
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(settings.acquire_timeout)
         .foreign_keys(true);
-    let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
+    let pool = Pool::build(options, max_size(settings), deadlines(settings), "sqlite")?;
     let inline = path.map(|path| Arc::new(InlineReads::new(path)));
     Ok(Db::Sqlite(pool, inline))
+}
+
+fn deadlines(settings: &DatabaseSettings) -> Deadlines {
+    Deadlines {
+        acquire: settings.acquire_timeout,
+        query: settings.query_timeout,
+    }
 }
 
 fn max_size(settings: &DatabaseSettings) -> usize {
@@ -79,12 +92,29 @@ fn sqlite_file(options: &SqliteConnectOptions) -> Option<PathBuf> {
     (!name.is_empty() && name != ":memory:" && !name.starts_with("file:")).then(|| path.to_owned())
 }
 
-/// Applies the migrations embedded for `db`'s database that have not run yet.
+/// Applies the migrations embedded for `db`'s database that have not run yet, on a connection
+/// of their own without the query timeout: building an index on a large table may rightly take
+/// longer than any request's query.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    let migrations = match db {
-        Db::Postgres(_) => &POSTGRES_MIGRATIONS,
-        Db::Sqlite(..) => &SQLITE_MIGRATIONS,
+    let ran: Result<(), StoreError> = match db {
+        Db::Postgres(pool) => {
+            pool.with_own_conn(async |conn: &mut sqlx::PgConnection| {
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                POSTGRES_MIGRATIONS
+                    .run(conn)
+                    .await
+                    .map_err(sqlx::Error::from)
+            })
+            .await
+        }
+        Db::Sqlite(pool, _) => {
+            pool.with_own_conn(async |conn: &mut sqlx::SqliteConnection| {
+                SQLITE_MIGRATIONS.run(conn).await.map_err(sqlx::Error::from)
+            })
+            .await
+        }
     };
-    dispatch!(db, conn => migrations.run(conn).await.map_err(sqlx::Error::from))
-        .with_context(|| format!("running {} migrations failed", db.kind()))
+    ran.with_context(|| format!("running {} migrations failed", db.kind()))
 }

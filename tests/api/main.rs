@@ -4,6 +4,7 @@
 mod helpers;
 
 mod docs;
+mod faults;
 mod health;
 mod hostile;
 mod login;
