@@ -1,12 +1,19 @@
 //! Faults: lock-order races on PostgreSQL, `kill -9` under load, and a PostgreSQL outage (a
-//! throwaway cluster that the test creates, freezes, stops, starts and drops).
+//! throwaway cluster that the test creates, freezes, stops, starts and drops: [`outage`]).
 
-use serde_json::Value;
-use std::sync::Arc;
+mod outage;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use reqwest::Client;
+use serde_json::{Value, json};
 
 use crate::db_tests;
-use crate::helpers::{Backend, spawn_app, test_settings};
+use crate::helpers::{Backend, GOOD_PASSWORD, TEST_SECRET, TestDb, spawn_app, test_settings};
 
 db_tests! {
     /// A purge (another instance's: here a second pool on the same database, in a tight loop)
@@ -84,5 +91,139 @@ db_tests! {
             "some refreshes won the race: {statuses:?}"
         );
         assert!(purged.load(Ordering::Relaxed) > 0, "the purge deleted sessions");
+    }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_cerego");
+
+/// A `cerego serve` process on `url`, killed when dropped.
+struct Cerego {
+    child: Child,
+    address: String,
+}
+
+impl Cerego {
+    fn start(url: &str) -> Self {
+        let dir = std::env::temp_dir();
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("DATABASE_URL", url)
+            .env("JWT_SECRET_KEY", TEST_SECRET)
+            .env("BCRYPT_COST", "4")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cerego");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            // Reads every line to the end, so the process never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let address = serde_json::from_str::<Value>(&line)
+                        .ok()
+                        .filter(|entry| entry["message"] == "listening")
+                        .and_then(|entry| entry["address"].as_str().map(str::to_owned));
+                    if let Some(address) = address {
+                        let _ = tx.send(address);
+                    }
+                }
+            });
+        }
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("cerego starts and logs its address");
+        Self {
+            child,
+            address: format!("http://{address}"),
+        }
+    }
+
+    /// `kill -9`: no graceful shutdown, no chance to finish anything.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Cerego {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+db_tests! {
+    /// `kill -9` in the middle of a sign-up load, then a restart on the same database: every
+    /// sign-up that was answered 201 was durable and can log in.
+    async fn every_acknowledged_signup_survives_kill_9(backend: Backend) {
+        const WORKERS: usize = 8;
+        const KILL_AFTER: usize = 40;
+        const MOST_PER_WORKER: usize = 200;
+        let db = TestDb::create(backend).await;
+        let mut server = Cerego::start(&db.url());
+        let client = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut workers = Vec::new();
+        for worker in 0..WORKERS {
+            let (client, acknowledged) = (client.clone(), acknowledged.clone());
+            let url = format!("{}/auth/signup", server.address);
+            workers.push(tokio::spawn(async move {
+                for n in 0..MOST_PER_WORKER {
+                    let name = format!("k{worker}x{n}");
+                    let body = json!({
+                        "email": format!("{name}@example.com"),
+                        "username": name,
+                        "password": GOOD_PASSWORD,
+                    });
+                    match client.post(&url).json(&body).send().await {
+                        Ok(response) if response.status() == 201 => {
+                            acknowledged.lock().expect("list").push(name);
+                        }
+                        Ok(response) => panic!("sign-up of {name}: {}", response.status()),
+                        // The process is gone: this request may or may not have been stored.
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        while acknowledged.lock().expect("list").len() < KILL_AFTER {
+            assert!(
+                workers.iter().any(|w| !w.is_finished()),
+                "the load ended before the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.kill();
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+        let acknowledged = acknowledged.lock().expect("list").clone();
+        assert!(
+            acknowledged.len() < WORKERS * MOST_PER_WORKER,
+            "the kill came while sign-ups were still running"
+        );
+
+        let restarted = Cerego::start(&db.url());
+        for name in &acknowledged {
+            let response = client
+                .post(format!("{}/auth/login", restarted.address))
+                .json(&json!({ "username": name, "password": GOOD_PASSWORD }))
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(response.status(), 200, "{name} got 201 before the kill");
+        }
     }
 }
