@@ -6,7 +6,7 @@ mod outage;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use reqwest::Client;
@@ -100,12 +100,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_cerego");
 struct Cerego {
     child: Child,
     address: String,
+    /// Every JSON log line so far.
+    logs: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Cerego {
     fn start(url: &str) -> Self {
+        Self::start_with(url, |_| {})
+    }
+
+    fn start_with(url: &str, configure: impl FnOnce(&mut Command)) -> Self {
         let dir = std::env::temp_dir();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -116,25 +123,28 @@ impl Cerego {
             .env("JWT_SECRET_KEY", TEST_SECRET)
             .env("BCRYPT_COST", "4")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cerego");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("spawn cerego");
+        let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
         ] {
-            let tx = tx.clone();
+            let (tx, logs) = (tx.clone(), logs.clone());
             // Reads every line to the end, so the process never blocks on a full pipe.
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let address = serde_json::from_str::<Value>(&line)
-                        .ok()
-                        .filter(|entry| entry["message"] == "listening")
-                        .and_then(|entry| entry["address"].as_str().map(str::to_owned));
-                    if let Some(address) = address {
-                        let _ = tx.send(address);
+                    let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                        continue;
+                    };
+                    if entry["message"] == "listening"
+                        && let Some(address) = entry["address"].as_str()
+                    {
+                        let _ = tx.send(address.to_owned());
                     }
+                    logs.lock().expect("logs").push(entry);
                 }
             });
         }
@@ -144,6 +154,7 @@ impl Cerego {
         Self {
             child,
             address: format!("http://{address}"),
+            logs,
         }
     }
 
@@ -226,4 +237,45 @@ db_tests! {
             assert_eq!(response.status(), 200, "{name} got 201 before the kill");
         }
     }
+}
+
+/// A database that is down logs one warning per interval (with a count), not one per failed
+/// request: 100 readiness checks against a PostgreSQL port where nothing listens give 100 503s
+/// and a single "database unavailable" line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_once_per_interval_not_per_request() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/cerego");
+    let mut server = Cerego::start_with(&url, |cmd| {
+        cmd.env("DATABASE_AUTO_MIGRATE", "false");
+    });
+    let client = Client::new();
+    for _ in 0..100 {
+        let response = client
+            .get(format!("{}/readyz", server.address))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body, json!({ "detail": "Service unavailable" }));
+    }
+    server.kill();
+
+    let logs = server.logs.lock().expect("logs");
+    let warnings: Vec<&Value> = logs
+        .iter()
+        .filter(|entry| matches!(entry["level"].as_str(), Some("WARN" | "ERROR")))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one line for the outage: {warnings:#?}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("database unavailable")),
+        "{warnings:#?}"
+    );
+    assert_eq!(warnings[0]["failures"], 1, "{warnings:#?}");
 }
