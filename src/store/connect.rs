@@ -68,7 +68,9 @@ fn sqlite_pool(
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(settings.acquire_timeout)
+        // SQLite gives up waiting for a lock before the pool's query deadline would cut the
+        // connection off: the query then fails cleanly and the connection stays usable.
+        .busy_timeout(settings.acquire_timeout.min(settings.query_timeout))
         .foreign_keys(true);
     let pool = Pool::build(options, max_size(settings), deadlines(settings), "sqlite")?;
     let inline = path.map(|path| Arc::new(InlineReads::new(path)));
@@ -92,13 +94,13 @@ fn sqlite_file(options: &SqliteConnectOptions) -> Option<PathBuf> {
     (!name.is_empty() && name != ":memory:" && !name.starts_with("file:")).then(|| path.to_owned())
 }
 
-/// Applies the migrations embedded for `db`'s database that have not run yet, on a connection
-/// of their own without the query timeout: building an index on a large table may rightly take
-/// longer than any request's query.
+/// Applies the migrations embedded for `db`'s database that have not run yet, without the query
+/// timeout: building an index on a large table may rightly take longer than any request's query.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     let ran: Result<(), StoreError> = match db {
         Db::Postgres(pool) => {
-            pool.with_own_conn(async |conn: &mut sqlx::PgConnection| {
+            // Closed after, so that no request inherits the lifted statement timeout.
+            pool.with_conn_unbounded(true, async |conn: &mut sqlx::PgConnection| {
                 sqlx::query("SET statement_timeout = 0")
                     .execute(&mut *conn)
                     .await?;
@@ -110,7 +112,7 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
             .await
         }
         Db::Sqlite(pool, _) => {
-            pool.with_own_conn(async |conn: &mut sqlx::SqliteConnection| {
+            pool.with_conn_unbounded(false, async |conn: &mut sqlx::SqliteConnection| {
                 SQLITE_MIGRATIONS.run(conn).await.map_err(sqlx::Error::from)
             })
             .await

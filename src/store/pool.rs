@@ -185,18 +185,27 @@ impl<C: Connection> Pool<C> {
         }
     }
 
-    /// Runs `body` on a connection of its own, without the query deadline, and closes it after:
-    /// for migrations, which may rightly run longer than any request's query, and may change
-    /// session settings that no request should inherit.
-    pub async fn with_own_conn<T, F>(&self, body: F) -> Result<T, StoreError>
+    /// Runs `body` on a connection without the query deadline: for migrations, which may
+    /// rightly run longer than any request's query. With `close_after` the connection is closed
+    /// afterwards instead of going back to the pool, for a `body` that changed session settings
+    /// no request should inherit. (SQLite keeps it: an in-memory database lives only as long as
+    /// one of its connections.)
+    pub async fn with_conn_unbounded<T, F>(
+        &self,
+        close_after: bool,
+        body: F,
+    ) -> Result<T, StoreError>
     where
         F: AsyncFnOnce(&mut C) -> Result<T, sqlx::Error>,
     {
-        let conn = self.acquire().await?;
-        let mut raw = Object::take(conn).raw;
-        let out = body(&mut raw).await;
-        // A connection that cannot say goodbye is dropped all the same.
-        let _ = raw.close().await;
+        let mut conn = self.acquire().await?;
+        conn.settled = false;
+        let out = body(&mut conn.raw).await;
+        conn.settled = out.is_ok();
+        if close_after {
+            // A connection that cannot say goodbye is dropped all the same.
+            let _ = Object::take(conn).raw.close().await;
+        }
         Ok(out?)
     }
 
