@@ -39,9 +39,9 @@ pub enum AuthError {
     /// Sign-up collided with an existing account.
     #[error("{0:?} already taken")]
     Taken(UniqueField),
-    /// The database is not answering.
+    /// The database is not answering (the store's cause, for the log only).
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] anyhow::Error),
     /// Too many logins and sign-ups are waiting for a hashing slot.
     #[error("password hashing is saturated")]
     Busy,

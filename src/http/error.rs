@@ -120,7 +120,7 @@ impl From<AuthError> for ApiError {
             AuthError::SessionNotFound => Self::NotFound("Session not found"),
             AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
-            AuthError::Unavailable(source) => Self::Unavailable(source.into()),
+            AuthError::Unavailable(source) => Self::Unavailable(source),
             AuthError::Busy => Self::Busy,
             AuthError::Unexpected(source) => Self::Unexpected(source),
         }
@@ -173,7 +173,8 @@ impl IntoResponse for ApiError {
                 response
             }
             Self::Unavailable(source) => {
-                tracing::warn!(error = format!("{source:#}"), "database unavailable");
+                // The store logs an outage once per interval; a line per request would flood.
+                tracing::debug!(error = format!("{source:#}"), "database unavailable");
                 plain(StatusCode::SERVICE_UNAVAILABLE)
             }
             Self::Unexpected(source) => {

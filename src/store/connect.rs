@@ -11,7 +11,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::inline::InlineReads;
-use super::{Db, dispatch, pool};
+use super::pool::{Deadlines, Pool};
+use super::{Db, StoreError};
 use crate::config::{DatabaseKind, DatabaseSettings};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -20,15 +21,20 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// Builds the pool `settings` describe. Connections open lazily, so a database that is down at
 /// start-up gives 503s (and readiness failures) instead of a crash, and recovers by itself.
 ///
+/// Every query is bounded by `settings.query_timeout` twice: PostgreSQL cancels a statement
+/// that runs longer (`statement_timeout`: a query stuck behind a lock must not hold a request
+/// forever, and the connection stays usable), and the pool gives up on a use that gets no answer
+/// at all (a frozen server never runs its own timeout; see [`super::pool`]).
+///
 /// Returns the pool and, for a SQLite file, the file's path (the generated JWT key lives beside it).
 pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBuf>)> {
     match &settings.url {
         Some(url) if DatabaseKind::of(url) == Ok(DatabaseKind::Postgres) => {
+            let statement_timeout = format!("{}ms", settings.query_timeout.as_millis());
             let options = PgConnectOptions::from_str(url.expose_secret())
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?
-                // A query stuck behind a lock must not hold a request forever.
-                .options([("statement_timeout", "10s")]);
-            let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
+                .options([("statement_timeout", statement_timeout)]);
+            let pool = Pool::build(options, max_size(settings), deadlines(settings), "postgres")?;
             Ok((Db::Postgres(pool), None))
         }
         Some(url) => {
@@ -62,11 +68,20 @@ fn sqlite_pool(
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(settings.acquire_timeout)
+        // SQLite gives up waiting for a lock before the pool's query deadline would cut the
+        // connection off: the query then fails cleanly and the connection stays usable.
+        .busy_timeout(settings.acquire_timeout.min(settings.query_timeout))
         .foreign_keys(true);
-    let pool = pool::build(options, max_size(settings), settings.acquire_timeout)?;
+    let pool = Pool::build(options, max_size(settings), deadlines(settings), "sqlite")?;
     let inline = path.map(|path| Arc::new(InlineReads::new(path)));
     Ok(Db::Sqlite(pool, inline))
+}
+
+fn deadlines(settings: &DatabaseSettings) -> Deadlines {
+    Deadlines {
+        acquire: settings.acquire_timeout,
+        query: settings.query_timeout,
+    }
 }
 
 fn max_size(settings: &DatabaseSettings) -> usize {
@@ -88,20 +103,43 @@ pub struct Migrated {
     pub already_applied: usize,
 }
 
-/// Applies the migrations embedded for `db`'s database that have not run yet, and says how many.
+/// Runs `$migrations` on `$conn`, counting the applied ones before and after on the same
+/// connection (a macro: the migrator's bounds differ per driver).
+macro_rules! run_counted {
+    ($migrations:expr, $conn:expr) => {{
+        let table = &$migrations.table_name;
+        $conn.ensure_migrations_table(table).await?;
+        let before = $conn.list_applied_migrations(table).await?.len();
+        $migrations.run(&mut *$conn).await?;
+        let after = $conn.list_applied_migrations(table).await?.len();
+        Ok(Migrated {
+            applied: after.saturating_sub(before),
+            already_applied: before,
+        })
+    }};
+}
+
+/// Applies the migrations embedded for `db`'s database that have not run yet, and says how
+/// many, without the query timeout: building an index on a large table may rightly take longer
+/// than any request's query.
 pub async fn migrate(db: &Db) -> anyhow::Result<Migrated> {
-    let migrations = match db {
-        Db::Postgres(_) => &POSTGRES_MIGRATIONS,
-        Db::Sqlite(..) => &SQLITE_MIGRATIONS,
+    let ran: Result<Migrated, StoreError> = match db {
+        Db::Postgres(pool) => {
+            // Closed after, so that no request inherits the lifted statement timeout.
+            pool.with_conn_unbounded(true, async |conn: &mut sqlx::PgConnection| {
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                run_counted!(POSTGRES_MIGRATIONS, conn)
+            })
+            .await
+        }
+        Db::Sqlite(pool, _) => {
+            pool.with_conn_unbounded(false, async |conn: &mut sqlx::SqliteConnection| {
+                run_counted!(SQLITE_MIGRATIONS, conn)
+            })
+            .await
+        }
     };
-    let table = &migrations.table_name;
-    dispatch!(db, conn => {
-        // The count before and after, on the same connection, around the migrator's own run.
-        conn.ensure_migrations_table(table).await?;
-        let before = conn.list_applied_migrations(table).await?.len();
-        migrations.run(&mut *conn).await?;
-        let after = conn.list_applied_migrations(table).await?.len();
-        Ok(Migrated { applied: after.saturating_sub(before), already_applied: before })
-    })
-    .with_context(|| format!("running {} migrations failed", db.kind()))
+    ran.with_context(|| format!("running {} migrations failed", db.kind()))
 }

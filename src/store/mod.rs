@@ -3,11 +3,14 @@
 //! Both databases accept `$n` placeholders and `RETURNING`, so each query is written once and
 //! [`dispatch!`] runs it on whichever pool is configured. Callers see [`StoreError`], never a
 //! driver error: unique violations become [`StoreError::Conflict`], a database that cannot be
-//! reached becomes [`StoreError::Unavailable`].
+//! reached, or does not answer within the deadlines of [`pool`], becomes
+//! [`StoreError::Unavailable`], whose cause is for the log only.
 
 mod connect;
 mod inline;
+mod outage;
 mod pool;
+mod rotation;
 mod sessions;
 mod users;
 
@@ -39,24 +42,25 @@ impl std::fmt::Debug for Db {
 }
 
 /// Runs `$body` (an expression giving a `Result<_, sqlx::Error>`, in which `?` may be used)
-/// with `$conn` bound to a connection from whichever pool `$db` holds, and gives its result.
+/// with `$conn` bound to a connection from whichever pool `$db` holds, within the pool's
+/// deadlines, and gives its result as `Result<_, StoreError>`.
 /// The body is compiled once per database, so the same query text is checked against both
 /// drivers' types.
 macro_rules! dispatch {
     ($db:expr, $conn:ident => $body:expr) => {
         match $db {
             $crate::store::Db::Postgres(pool) => {
-                $crate::store::with_conn(pool, async |$conn: &mut sqlx::PgConnection| $body).await
+                pool.with_conn(async |$conn: &mut sqlx::PgConnection| $body)
+                    .await
             }
             $crate::store::Db::Sqlite(pool, _) => {
-                $crate::store::with_conn(pool, async |$conn: &mut sqlx::SqliteConnection| $body)
+                pool.with_conn(async |$conn: &mut sqlx::SqliteConnection| $body)
                     .await
             }
         }
     };
 }
 pub(crate) use dispatch;
-use pool::with_conn;
 
 /// What went wrong in the store, in the store's words.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +68,10 @@ pub enum StoreError {
     /// A unique index refused the row.
     #[error("{0:?} is already taken")]
     Conflict(UniqueField),
-    /// The database could not be reached in time (down, restarting, pool exhausted).
+    /// The database could not be reached or did not answer in time (down, frozen, restarting,
+    /// pool exhausted). The cause is for the log; callers only learn "not now".
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] anyhow::Error),
     /// Anything else: a bug or corrupt data.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -75,7 +80,7 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if is_unavailable(&err) {
-            return Self::Unavailable(err);
+            return Self::Unavailable(anyhow::Error::new(err));
         }
         if let Some(field) = UniqueField::violated(&err) {
             return Self::Conflict(field);
@@ -122,12 +127,12 @@ impl Db {
     /// use are closed when they come back.
     pub async fn close(&self) {
         match self {
-            Self::Postgres(pool) => pool::close(pool).await,
+            Self::Postgres(pool) => pool.close().await,
             Self::Sqlite(pool, inline) => {
                 if let Some(inline) = inline {
                     inline.close();
                 }
-                pool::close(pool).await;
+                pool.close().await;
             }
         }
     }
@@ -135,8 +140,8 @@ impl Db {
     /// Closes connections idle for longer than [`pool::IDLE_TIMEOUT`].
     pub async fn close_idle(&self) {
         match self {
-            Self::Postgres(pool) => pool::close_idle(pool, false).await,
-            Self::Sqlite(pool, _) => pool::close_idle(pool, false).await,
+            Self::Postgres(pool) => pool.close_idle(false).await,
+            Self::Sqlite(pool, _) => pool.close_idle(false).await,
         }
     }
 

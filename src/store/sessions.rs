@@ -1,14 +1,23 @@
 //! SQL for `sessions` and `refresh_tokens`.
 //!
-//! Rotation, replay and revocation are decided inside one transaction whose first statement is
-//! a compare-and-swap `UPDATE`: on PostgreSQL the row lock makes a concurrent refresh of the same
-//! token wait for the winner's commit and then see it; on SQLite the write lock that `UPDATE`
-//! takes serialises them the same way. The session is updated with `revoked_at IS NULL` in its
-//! condition, so a revocation and a refresh cannot both win.
+//! **Lock order: a session row before its refresh tokens.** Every transaction that locks both
+//! takes the session first. PostgreSQL deletes parents before children (the purge's `DELETE
+//! FROM sessions` locks each session, then its tokens through `ON DELETE CASCADE`, and so will
+//! any future delete of a user), so rotation does the same: its first statement updates the
+//! session that the presented token belongs to, and only then does it touch the token. Before,
+//! rotation locked the token first and the session second, the purge the other way round, and
+//! the two deadlocked (40P01, seen as a 503) when a purge met a refresh of a session that had
+//! just ended. Now a transaction holding a token's lock always holds its session's lock too, so
+//! whichever of the two reaches the session first runs to the end and the other waits for it.
+//! Statements that lock sessions only (logout, revocation) cannot take part in a cycle with it.
+//!
+//! Rotation's statements and their order are in [`super::rotation`].
 
 use sqlx::{Connection, FromRow};
 
 use super::inline::Declined;
+use super::rotation::SessionSql;
+use super::users::UserRow;
 use super::{Db, StoreError, dispatch};
 use crate::domain::{SessionId, User, UserId};
 
@@ -87,27 +96,6 @@ pub struct SessionRow {
     pub ip: Option<String>,
 }
 
-#[derive(FromRow)]
-struct SessionUserRow {
-    id: i64,
-    email: String,
-    username: String,
-    created_at: time::OffsetDateTime,
-    updated_at: time::OffsetDateTime,
-}
-
-impl SessionUserRow {
-    fn into_user(self) -> User {
-        User {
-            id: UserId::new(self.id),
-            email: self.email,
-            username: self.username,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
 impl Db {
     /// Stores a session and its first refresh token, in one transaction.
     pub async fn create_session(
@@ -118,8 +106,6 @@ impl Db {
         const SESSION: &str = "INSERT INTO sessions \
             (user_id, created_at, last_used_at, expires_at, user_agent, ip) \
             VALUES ($1, $2, $2, $3, $4, $5) RETURNING id";
-        const TOKEN: &str = "INSERT INTO refresh_tokens \
-            (session_id, token_hash, access_jti, issued_at) VALUES ($1, $2, $3, $4)";
         let id: i64 = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
             let id: i64 = sqlx::query_scalar(SESSION)
@@ -130,112 +116,11 @@ impl Db {
                 .bind(new.ip)
                 .fetch_one(&mut *tx)
                 .await?;
-            sqlx::query(TOKEN)
-                .bind(id)
-                .bind(&token.hash[..])
-                .bind(&token.jti)
-                .bind(token.issued_at)
-                .execute(&mut *tx)
-                .await?;
+            tx.insert_token(id, token).await?;
             tx.commit().await?;
             Ok(id)
         })?;
         Ok(SessionId::new(id))
-    }
-
-    /// Presents the refresh token hashed as `presented`: rotates it to `successor`, replays the
-    /// successor within `grace` seconds of its use, or revokes the session on a later reuse.
-    pub async fn rotate_refresh_token(
-        &self,
-        presented: &[u8; 32],
-        successor: &TokenRecord,
-        idle_cutoff: i64,
-        grace: i64,
-    ) -> Result<Rotation, StoreError> {
-        const USE: &str = "UPDATE refresh_tokens SET used_at = $1 \
-            WHERE token_hash = $2 AND used_at IS NULL RETURNING session_id";
-        const TOUCH: &str = "UPDATE sessions SET last_used_at = $1 \
-            WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 AND last_used_at > $3 \
-            RETURNING user_id, expires_at";
-        const INSERT: &str = "INSERT INTO refresh_tokens \
-            (session_id, token_hash, access_jti, issued_at) VALUES ($1, $2, $3, $4)";
-        const LOOKUP: &str = "SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1";
-        const SUCCESSOR: &str = "SELECT s.user_id, s.expires_at, rt.access_jti, rt.issued_at \
-            FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
-            WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2";
-        const REVOKE: &str =
-            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
-        let now = successor.issued_at;
-        let rotation = dispatch!(self, conn => {
-            let mut tx = conn.begin().await?;
-            let won: Option<i64> = sqlx::query_scalar(USE)
-                .bind(now)
-                .bind(&presented[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-            let rotation = if let Some(session) = won {
-                let touched: Option<(i64, i64)> = sqlx::query_as(TOUCH)
-                    .bind(now)
-                    .bind(session)
-                    .bind(idle_cutoff)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match touched {
-                    None => {
-                        tx.rollback().await?;
-                        Rotation::Invalid
-                    }
-                    Some((user, expires_at)) => {
-                        sqlx::query(INSERT)
-                            .bind(session)
-                            .bind(&successor.hash[..])
-                            .bind(&successor.jti)
-                            .bind(successor.issued_at)
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        Rotation::Rotated {
-                            user: UserId::new(user),
-                            session: SessionId::new(session),
-                            expires_at,
-                        }
-                    }
-                }
-            } else {
-                let found: Option<(i64, Option<i64>)> = sqlx::query_as(LOOKUP)
-                    .bind(&presented[..])
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let rotation = match found {
-                    None | Some((_, None)) => Rotation::Invalid,
-                    Some((session, Some(used_at))) if grace > 0 && now - used_at <= grace => {
-                        let row: Option<(i64, i64, String, i64)> = sqlx::query_as(SUCCESSOR)
-                            .bind(&successor.hash[..])
-                            .bind(now)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        match row {
-                            Some((user, expires_at, jti, issued_at)) => Rotation::Replayed {
-                                user: UserId::new(user),
-                                session: SessionId::new(session),
-                                expires_at,
-                                jti,
-                                issued_at,
-                            },
-                            None => Rotation::Invalid,
-                        }
-                    }
-                    Some((session, Some(_))) => {
-                        sqlx::query(REVOKE).bind(now).bind(session).execute(&mut *tx).await?;
-                        Rotation::Reused { session: SessionId::new(session) }
-                    }
-                };
-                tx.commit().await?;
-                rotation
-            };
-            Ok(rotation)
-        })?;
-        Ok(rotation)
     }
 
     /// The user of an access token, if its session is still active: one query for both checks.
@@ -256,7 +141,7 @@ impl Db {
                 let mut rows = query.query((user.get(), session.get(), now, idle_cutoff))?;
                 rows.next()?
                     .map(|row| {
-                        Ok(SessionUserRow {
+                        Ok(UserRow {
                             id: row.get(0)?,
                             email: row.get(1)?,
                             username: row.get(2)?,
@@ -267,7 +152,7 @@ impl Db {
                     .transpose()
             });
             match read {
-                Ok(row) => return Ok(row.map(SessionUserRow::into_user)),
+                Ok(row) => return Ok(row.map(User::from)),
                 Err(Declined::UsePool) => {}
                 Err(Declined::Failed(err)) => {
                     return Err(StoreError::Unexpected(
@@ -276,14 +161,14 @@ impl Db {
                 }
             }
         }
-        let row = dispatch!(self, conn => sqlx::query_as::<_, SessionUserRow>(SQL)
+        let row = dispatch!(self, conn => sqlx::query_as::<_, UserRow>(SQL)
             .bind(user.get())
             .bind(session.get())
             .bind(now)
             .bind(idle_cutoff)
             .fetch_optional(conn)
             .await)?;
-        Ok(row.map(SessionUserRow::into_user))
+        Ok(row.map(User::from))
     }
 
     /// Revokes one of `user`'s sessions; `false` if there is no such active session of theirs.
@@ -336,6 +221,7 @@ impl Db {
     }
 
     /// Deletes sessions (and, by cascade, their refresh tokens) that can never be used again.
+    /// Each session is locked before its tokens, in the order of the module's rule.
     pub async fn purge_sessions(&self, now: i64, idle_cutoff: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM sessions \
             WHERE revoked_at IS NOT NULL OR expires_at <= $1 OR last_used_at <= $2";

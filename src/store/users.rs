@@ -50,13 +50,15 @@ impl std::fmt::Debug for StoredCredentials {
     }
 }
 
+/// An account as the `users` table holds it: the one row type every query that returns a
+/// user reads into (its columns are `user_columns!`).
 #[derive(FromRow)]
-struct UserRow {
-    id: i64,
-    email: String,
-    username: String,
-    created_at: OffsetDateTime,
-    updated_at: OffsetDateTime,
+pub(super) struct UserRow {
+    pub(super) id: i64,
+    pub(super) email: String,
+    pub(super) username: String,
+    pub(super) created_at: OffsetDateTime,
+    pub(super) updated_at: OffsetDateTime,
 }
 
 impl From<UserRow> for User {

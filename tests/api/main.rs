@@ -6,6 +6,7 @@ mod helpers;
 mod commands;
 mod docs;
 mod emails;
+mod faults;
 mod health;
 mod hostile;
 mod jwt;
