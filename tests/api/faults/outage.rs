@@ -107,9 +107,16 @@ impl Cluster {
     }
 
     fn signal(&self, signal: &str) {
-        for pid in self.pids() {
-            // A child may have exited meanwhile.
-            let _ = Command::new("kill").args([signal, &pid]).status();
+        // Several passes: a backend the postmaster was forking while the first list was taken
+        // is not in that list, and would go on serving through a "frozen" database.
+        for pass in 0..3 {
+            if pass > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for pid in self.pids() {
+                // A child may have exited meanwhile.
+                let _ = Command::new("kill").args([signal, &pid]).status();
+            }
         }
     }
 }
