@@ -41,6 +41,11 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     database: &'static str,
@@ -58,6 +63,18 @@ fn latency_histogram() -> Histogram {
 
 type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// `method` if it is one of the methods of RFC 9110 (or PATCH), else `OTHER`.
+fn standard_method(method: &str) -> &str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    if STANDARD.contains(&method) {
+        method
+    } else {
+        "OTHER"
+    }
+}
+
 /// Every metric the service exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -68,6 +85,19 @@ pub struct Metrics {
     hash_seconds: Latencies<OperationLabels>,
     hash_rejected: Counter,
     pool: Family<PoolLabels, Gauge>,
+    connections_open: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
+    connection_limit_reached: Counter,
+    requests_cancelled: Family<RouteLabels, Counter>,
+}
+
+/// Why the server closed a connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No whole request head arrived within `HTTP_HEADER_READ_TIMEOUT_SECS`.
+    HeaderTimeout,
+    /// A keep-alive connection sat idle between requests for `HTTP_IDLE_TIMEOUT_SECS`.
+    IdleTimeout,
 }
 
 /// How a login ended.
@@ -126,6 +156,30 @@ impl Metrics {
             "Database pool connections by state",
             pool.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections the server closed on its own, by reason",
+            connections_closed.clone(),
+        );
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "http_connection_limit_reached",
+            "Times accepting paused because HTTP_MAX_CONNECTIONS connections were open",
+            connection_limit_reached.clone(),
+        );
+        let requests_cancelled = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests_cancelled",
+            "HTTP requests abandoned because the client went away before the response",
+            requests_cancelled.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -142,7 +196,42 @@ impl Metrics {
             hash_seconds,
             hash_rejected,
             pool,
+            connections_open,
+            connections_closed,
+            connection_limit_reached,
+            requests_cancelled,
         }
+    }
+
+    /// Counts a connection opened (`+1`) or closed (`-1`).
+    pub fn record_connections_open(&self, delta: i64) {
+        self.connections_open.inc_by(delta);
+    }
+
+    /// Counts a connection the server closed on its own.
+    pub fn record_connection_closed(&self, reason: CloseReason) {
+        let reason = match reason {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+        };
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one time accepting paused at the connection cap.
+    pub fn record_connection_limit_reached(&self) {
+        self.connection_limit_reached.inc();
+    }
+
+    /// Counts a request whose client went away before its response was ready. `method` is
+    /// one of the standard methods or `OTHER`, so clients cannot grow the label set.
+    pub fn record_request_cancelled(&self, method: &str, route: &str) {
+        let labels = RouteLabels {
+            method: standard_method(method).to_owned(),
+            route: route.to_owned(),
+        };
+        self.requests_cancelled.get_or_create(&labels).inc();
     }
 
     /// Counts a finished request and its latency.

@@ -6,6 +6,7 @@ pub mod extract;
 mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,12 +47,12 @@ pub fn api() -> OpenApiRouter<AppState> {
 }
 
 /// The whole service: the API, its documentation and the middleware.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(state: AppState, request_timeout: Duration, body_read_timeout: Duration) -> Router {
     let metrics = state.metrics.clone();
     let (api, description) = api().split_for_parts();
     let routes = api
         .with_state(state)
         .merge(routes::docs::router(description))
         .fallback(middleware::not_found);
-    middleware::wrap(routes, request_timeout, metrics)
+    middleware::wrap(routes, request_timeout, body_read_timeout, metrics)
 }
