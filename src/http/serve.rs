@@ -195,9 +195,15 @@ impl Connection {
         tokio::pin!(conn);
         let mut shutting_down = false;
         let closed_for = loop {
-            let next_check = match self.overdue() {
+            let deadline = match self.overdue() {
                 Ok(reason) => break Some(reason),
-                Err(next_check) => next_check,
+                Err(deadline) => deadline,
+            };
+            let expiry = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
                 result = conn.as_mut() => {
@@ -206,7 +212,8 @@ impl Connection {
                     }
                     break None;
                 }
-                () = tokio::time::sleep_until(next_check.into()) => {}
+                () = expiry => {}
+                () = self.state.deadline_started.notified() => {}
                 _ = self.stopping.changed(), if !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
@@ -232,8 +239,8 @@ impl Connection {
         metrics.record_connections_open(-1);
     }
 
-    /// The reason to close the connection now, or when to look again.
-    fn overdue(&self) -> Result<CloseReason, Instant> {
+    /// The reason to close the connection now, or its next deadline (none while serving).
+    fn overdue(&self) -> Result<CloseReason, Option<Instant>> {
         let limits = self.shared.limits;
         let (phase, since, served) = self.state.phase();
         let (deadline, reason) = match phase {
@@ -242,15 +249,13 @@ impl Connection {
                 since + limits.header_read_timeout,
                 CloseReason::HeaderTimeout,
             ),
-            // Serving: look again later; the phase will have moved on by then or not.
-            Phase::Busy => {
-                return Err(Instant::now() + limits.header_read_timeout.min(limits.idle_timeout));
-            }
+            // Serving: no deadline until the response is written.
+            Phase::Busy => return Err(None),
         };
         if Instant::now() >= deadline {
             Ok(reason)
         } else {
-            Err(deadline)
+            Err(Some(deadline))
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod connections;
 mod docs;
 mod health;
 mod hostile;

@@ -19,6 +19,7 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::http::error::detail_for;
 
@@ -45,6 +46,8 @@ struct Activity {
 pub(super) struct ConnState {
     activity: Mutex<Activity>,
     both_lengths: AtomicBool,
+    /// Woken when a deadline starts: the watcher sleeps without one while a request is served.
+    pub(super) deadline_started: Notify,
 }
 
 impl ConnState {
@@ -56,6 +59,7 @@ impl ConnState {
                 served: false,
             }),
             both_lengths: AtomicBool::new(false),
+            deadline_started: Notify::new(),
         }
     }
 
@@ -84,6 +88,8 @@ impl ConnState {
         let mut a = self.activity();
         a.phase = Phase::Idle;
         a.since = Instant::now();
+        drop(a);
+        self.deadline_started.notify_one();
     }
 
     /// Whether the head just parsed had both `Content-Length` and `Transfer-Encoding`.
@@ -97,6 +103,8 @@ impl ConnState {
         if a.phase == Phase::Idle {
             a.phase = Phase::Head;
             a.since = Instant::now();
+            drop(a);
+            self.deadline_started.notify_one();
             true
         } else {
             false
@@ -261,7 +269,9 @@ impl AsyncWrite for ConnIo {
 /// If `buf` is exactly a 4xx response head with `content-length: 0` (hyper's answer to a head it
 /// could not parse), the same response with a JSON body and `connection: close`.
 fn with_json_body(buf: &[u8]) -> Option<Vec<u8>> {
-    if !(buf.starts_with(b"HTTP/1.") && buf.get(9) == Some(&b'4')) || !buf.ends_with(b"\r\n\r\n") {
+    let is_4xx_head =
+        buf.starts_with(b"HTTP/1.") && buf.get(9) == Some(&b'4') && buf.ends_with(b"\r\n\r\n");
+    if !is_4xx_head {
         return None;
     }
     let head = std::str::from_utf8(&buf[..buf.len() - 4]).ok()?;
