@@ -45,6 +45,14 @@ use crate::metrics::{CloseReason, Metrics};
 /// runtime, stdio, the signing-key file and slack; the database pool is added on top.
 const RESERVED_FILES: u64 = 64;
 
+/// Largest request head (request line and header fields) read; a larger one gets 431. hyper's
+/// default (408 KiB) would let 10,000 slow connections pin 4 GiB of buffers; a bearer token and
+/// the usual headers take under 2 KiB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields in a request; more get 431.
+const MAX_HEADERS: usize = 100;
+
 /// Deadlines and the cap that the serve loop applies to connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -120,7 +128,11 @@ pub async fn serve(
         Every::new(Duration::from_secs(10)),
     );
     let mut builder = http1::Builder::new();
-    builder.keep_alive(true).header_read_timeout(None);
+    builder
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
     tokio::pin!(shutdown);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
