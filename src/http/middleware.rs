@@ -242,3 +242,20 @@ where
 pub async fn not_found() -> impl IntoResponse {
     detail_response(StatusCode::NOT_FOUND, detail_for(StatusCode::NOT_FOUND))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_logged_in_milliseconds_without_float_noise() {
+        // 0.412 ms computed as seconds * 1000 prints as 0.41200000000000003.
+        let took = Duration::from_nanos(412_345);
+        assert_eq!(millis(took).to_string(), "0.412");
+        assert_eq!(millis(Duration::from_millis(2001)).to_string(), "2001");
+        assert_eq!(
+            millis(Duration::from_micros(30_000_001)).to_string(),
+            "30000.001"
+        );
+    }
+}
