@@ -166,6 +166,7 @@ pub async fn serve(
         };
         let conn =
             builder.serve_connection(TokioIo::new(ConnIo::new(stream, state.clone())), service);
+        shared.metrics.record_connections_open(1);
         let task = Connection {
             shared: shared.clone(),
             state,
@@ -191,10 +192,16 @@ struct Connection {
     _slot: OwnedSemaphorePermit,
 }
 
+impl Drop for Connection {
+    // In `Drop`, so a connection whose task panicked is not counted as open forever.
+    fn drop(&mut self) {
+        self.shared.metrics.record_connections_open(-1);
+    }
+}
+
 impl Connection {
     async fn run(mut self, conn: http1::Connection<TokioIo<ConnIo>, ConnService>) {
         let metrics = self.shared.metrics.clone();
-        metrics.record_connections_open(1);
         tokio::pin!(conn);
         let mut shutting_down = false;
         let closed_for = loop {
@@ -239,7 +246,6 @@ impl Connection {
             }
             None => {}
         }
-        metrics.record_connections_open(-1);
     }
 
     /// The reason to close the connection now, or its next deadline (none while serving).

@@ -173,6 +173,8 @@ async fn a_client_is_served_while_idle_sockets_hold_every_connection() {
     let limit = "cerego_http_connection_limit_reached_total";
     assert!(metric(&app, limit).await >= 1.0, "the cap was reached");
     assert_eq!(metric(&app, HEADER_TIMEOUTS).await, 20.0);
+    // Left open: at most the served client's keep-alive and the one asking for the metrics.
+    assert!(metric(&app, "cerego_http_connections_open").await <= 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
