@@ -9,6 +9,7 @@
 //! written with an empty body) the API's `{"detail": …}` body: those are the only bodiless 4xx
 //! on the wire, since every response of the service itself has a JSON body.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -179,7 +180,23 @@ pub(super) struct ConnIo {
     /// A rewritten error response not yet written, and how much of it is.
     pending: Vec<u8>,
     written: usize,
+    /// Set once an error was rewritten: closing then lingers (see `poll_shutdown`).
+    linger: Option<Linger>,
 }
+
+/// Reading and discarding what a refused client still sends, for a while, after the error
+/// response: closing a socket with unread data makes the kernel reset the connection, and the
+/// client may then never read the error (nginx's "lingering close").
+#[derive(Debug)]
+struct Linger {
+    shut_down: bool,
+    drained: usize,
+    until: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// How long, and how many bytes, a refused client's leftover request is read and discarded.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
 
 impl ConnIo {
     pub(super) fn new(stream: TcpStream, state: std::sync::Arc<ConnState>) -> Self {
@@ -189,6 +206,7 @@ impl ConnIo {
             scan: HeadScan::default(),
             pending: Vec::new(),
             written: 0,
+            linger: None,
         }
     }
 
@@ -244,6 +262,11 @@ impl AsyncWrite for ConnIo {
         {
             this.pending = rewritten;
             this.written = 0;
+            this.linger = Some(Linger {
+                shut_down: false,
+                drained: 0,
+                until: Box::pin(tokio::time::sleep(LINGER)),
+            });
             // Started now and finished by the flush or shutdown that hyper always follows with.
             if let Poll::Ready(Err(err)) = this.poll_pending(cx) {
                 return Poll::Ready(Err(err));
@@ -262,7 +285,26 @@ impl AsyncWrite for ConnIo {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        Pin::new(&mut this.stream).poll_shutdown(cx)
+        let Some(linger) = &mut this.linger else {
+            return Pin::new(&mut this.stream).poll_shutdown(cx);
+        };
+        if !linger.shut_down {
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            linger.shut_down = true;
+        }
+        let mut scratch = [0u8; 8192];
+        while linger.drained < LINGER_BYTES && linger.until.as_mut().poll(cx).is_pending() {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    linger.drained += buf.filled().len();
+                }
+                // The client closed its side, or reset: nothing more to wait for.
+                Poll::Ready(_) => break,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
