@@ -38,6 +38,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         if self.state.take_both_lengths() {
             // Request smuggling hygiene: a proxy in front may have framed this body by the other
             // header. RFC 9112 section 6.1 lets a server refuse it; the connection is closed.
+            // Answered before the middleware, so logged here (without the target, which the
+            // two framings make ambiguous).
+            tracing::info!(
+                status = 400,
+                "refused a request with both Content-Length and Transfer-Encoding"
+            );
             let mut response = detail_response(
                 StatusCode::BAD_REQUEST,
                 "Content-Length and Transfer-Encoding must not both be sent",
