@@ -301,3 +301,38 @@ impl Every {
         Some(held)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_fitted_below_the_raised_file_limit() {
+        let http = HttpSettings {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 1_000_000,
+        };
+
+        // Start from a soft limit below the hard one (lowering needs no privilege).
+        let (_, hard) = rlimit::Resource::NOFILE.get().expect("the file limits");
+        rlimit::Resource::NOFILE
+            .set(hard.min(1024), hard)
+            .expect("lower the soft limit");
+
+        let limits = ConnectionLimits::fitted(&http, 10);
+
+        let (soft, hard) = rlimit::Resource::NOFILE.get().expect("the file limits");
+        assert!(
+            soft == hard || hard == rlimit::INFINITY,
+            "soft {soft}, hard {hard}"
+        );
+        let room = soft.saturating_sub(RESERVED_FILES + 30).max(1);
+        let expected = room.min(1_000_000);
+        assert_eq!(
+            u64::try_from(limits.max_connections).expect("fits"),
+            expected
+        );
+    }
+}
