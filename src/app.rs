@@ -15,6 +15,7 @@ use crate::auth::clock::{Clock, SystemClock};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
+use crate::http::serve::{self, ConnectionLimits};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::secret_file;
@@ -26,6 +27,8 @@ pub struct App {
     router: axum::Router,
     db: Db,
     auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    connections: ConnectionLimits,
     purge_interval: Duration,
 }
 
@@ -64,10 +67,16 @@ impl App {
         let auth = Arc::new(auth);
         let state = AppState {
             auth: auth.clone(),
-            metrics,
+            metrics: metrics.clone(),
             ready_timeout: settings.database.acquire_timeout,
         };
-        let router = http::router(state, settings.request_timeout);
+        let router = http::router(
+            state,
+            settings.request_timeout,
+            settings.http.body_read_timeout,
+        );
+        let connections =
+            ConnectionLimits::fitted(&settings.http, settings.database.max_connections);
         let address = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(address)
             .await
@@ -77,6 +86,8 @@ impl App {
             router,
             db,
             auth,
+            metrics,
+            connections,
             purge_interval: settings.sessions.purge_interval,
         })
     }
@@ -95,16 +106,16 @@ impl App {
         tracing::info!(address = %self.local_addr()?, database = self.db.kind(), "listening");
         let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
         let reap = tokio::spawn(close_idle_connections(self.db.clone()));
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server failed");
+        serve::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            self.metrics,
+            shutdown,
+        )
+        .await;
         purge.abort();
         reap.abort();
-        served?;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -65,6 +65,11 @@ struct SchemeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     database: &'static str,
@@ -96,6 +101,19 @@ pub struct Metrics {
     hash_slots: Gauge,
     hash_unsupported: Family<SchemeLabels, Counter>,
     pool: Family<PoolLabels, Gauge>,
+    connections_open: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
+    connection_limit_reached: Counter,
+    requests_cancelled: Family<RouteLabels, Counter>,
+}
+
+/// Why the server closed a connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No whole request head arrived within `HTTP_HEADER_READ_TIMEOUT_SECS`.
+    HeaderTimeout,
+    /// A keep-alive connection sat idle between requests for `HTTP_IDLE_TIMEOUT_SECS`.
+    IdleTimeout,
 }
 
 /// A bcrypt operation counted as running; dropping it counts it as finished.
@@ -189,6 +207,30 @@ impl Metrics {
             "Database pool connections by state",
             pool.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections the server closed on its own, by reason",
+            connections_closed.clone(),
+        );
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "http_connection_limit_reached",
+            "Times accepting paused because HTTP_MAX_CONNECTIONS connections were open",
+            connection_limit_reached.clone(),
+        );
+        let requests_cancelled = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests_cancelled",
+            "HTTP requests abandoned because the client went away before the response",
+            requests_cancelled.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -209,7 +251,42 @@ impl Metrics {
             hash_slots,
             hash_unsupported,
             pool,
+            connections_open,
+            connections_closed,
+            connection_limit_reached,
+            requests_cancelled,
         }
+    }
+
+    /// Counts a connection opened (`+1`) or closed (`-1`).
+    pub fn record_connections_open(&self, delta: i64) {
+        self.connections_open.inc_by(delta);
+    }
+
+    /// Counts a connection the server closed on its own.
+    pub fn record_connection_closed(&self, reason: CloseReason) {
+        let reason = match reason {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+        };
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one time accepting paused at the connection cap.
+    pub fn record_connection_limit_reached(&self) {
+        self.connection_limit_reached.inc();
+    }
+
+    /// Counts a request whose client went away before its response was ready. `method` is
+    /// one of the standard methods or `OTHER`, so clients cannot grow the label set.
+    pub fn record_request_cancelled(&self, method: &str, route: &str) {
+        let labels = RouteLabels {
+            method: method_label(method).to_owned(),
+            route: route.to_owned(),
+        };
+        self.requests_cancelled.get_or_create(&labels).inc();
     }
 
     /// Counts a finished request and its latency. A method outside the standard nine is counted

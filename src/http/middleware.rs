@@ -1,10 +1,15 @@
-//! The middleware stack: request ids, one log line per request, a timeout, a body limit, and
-//! JSON bodies for the errors that layers and the router produce on their own.
+//! The middleware stack: request ids, one log line per request (or per request the client
+//! abandoned), a timeout, a body limit and deadline, and JSON bodies for the errors that layers
+//! and the router produce on their own.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -24,13 +29,22 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Applies the stack to `routes` (outermost layer first).
-pub fn wrap(routes: Router, request_timeout: Duration, metrics: Arc<Metrics>) -> Router {
+pub fn wrap(
+    routes: Router,
+    request_timeout: Duration,
+    body_read_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> Router {
     let stack = ServiceBuilder::new()
         .map_request(drop_unsafe_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(axum::middleware::map_response(json_error_bodies))
+        .layer(axum::middleware::from_fn_with_state(
+            body_read_timeout,
+            body_deadline,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
@@ -77,18 +91,122 @@ async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) 
     };
     telemetry::in_request(context, async move {
         let method = req.method().clone();
+        let mut abandoned = Abandoned {
+            metrics: &metrics,
+            method: method.as_str(),
+            route: &route,
+            answered: false,
+        };
         let response = next.run(req).await;
+        abandoned.answered = true;
         let latency = started.elapsed();
         let status = response.status().as_u16();
-        tracing::info!(
-            status,
-            latency_ms = latency.as_secs_f64() * 1000.0,
-            "request finished"
-        );
+        tracing::info!(status, latency_ms = millis(latency), "request finished");
         metrics.record_request(method.as_str(), &route, status, latency);
         response
     })
     .await
+}
+
+/// `took` in milliseconds with at most three decimals (whole microseconds), so the log shows
+/// `0.412` rather than the float noise of `0.41200000000000003`.
+fn millis(took: Duration) -> f64 {
+    // Microseconds fit an f64 exactly for any latency a request can have (< 2^53 µs).
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX) as f64;
+    micros / 1000.0
+}
+
+/// Counts and logs a request whose future is dropped before it produced a response: hyper drops
+/// it when the client closes the connection, so the work it started is abandoned (item 1 of the
+/// hardening issue: such requests were in no metric).
+struct Abandoned<'a> {
+    metrics: &'a Metrics,
+    method: &'a str,
+    route: &'a str,
+    answered: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.metrics
+                .record_request_cancelled(self.method, self.route);
+            tracing::info!("request cancelled: the client went away before the response");
+        }
+    }
+}
+
+/// Gives the request body a deadline of `timeout` from the end of the head; a body still not
+/// received by then fails to read, and the request is answered 408 `{"detail": "Request
+/// Timeout"}` (and the connection closed) whatever the handler made of the read error.
+async fn body_deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let expired = Arc::new(AtomicBool::new(false));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let req = req.map(|body| {
+        Body::new(DeadlineBody {
+            body,
+            deadline,
+            sleep: None,
+            expired: expired.clone(),
+        })
+    });
+    let response = next.run(req).await;
+    if !expired.load(Ordering::Acquire) {
+        return response;
+    }
+    let mut response = detail_response(
+        StatusCode::REQUEST_TIMEOUT,
+        detail_for(StatusCode::REQUEST_TIMEOUT),
+    );
+    // The rest of the body may still be on its way: this connection cannot carry another request.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request body that fails with [`BodyTimedOut`] once its deadline passes, and says so in
+/// `expired`. The timer is armed on the first read, so bodies nobody reads cost no timer.
+struct DeadlineBody {
+    body: Body,
+    deadline: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    expired: Arc<AtomicBool>,
+}
+
+/// The error a [`DeadlineBody`] read fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct BodyTimedOut;
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            this.expired.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(BodyTimedOut.into())));
+        }
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Gives error responses that are not JSON yet (axum's 405, tower-http's 413 and timeout) the
@@ -123,4 +241,21 @@ where
 /// Unknown paths: 404 `{"detail": "Not Found"}`, as FastAPI answers.
 pub async fn not_found() -> impl IntoResponse {
     detail_response(StatusCode::NOT_FOUND, detail_for(StatusCode::NOT_FOUND))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_logged_in_milliseconds_without_float_noise() {
+        // 0.412 ms computed as seconds * 1000 prints as 0.41200000000000003.
+        let took = Duration::from_nanos(412_345);
+        assert_eq!(millis(took).to_string(), "0.412");
+        assert_eq!(millis(Duration::from_millis(2001)).to_string(), "2001");
+        assert_eq!(
+            millis(Duration::from_micros(30_000_001)).to_string(),
+            "30000.001"
+        );
+    }
 }

@@ -6,6 +6,7 @@ pub mod extract;
 mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 pub mod timestamp;
 
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub fn api() -> OpenApiRouter<AppState> {
 }
 
 /// The whole service: the API, its documentation and the middleware.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(state: AppState, request_timeout: Duration, body_read_timeout: Duration) -> Router {
     let metrics = state.metrics.clone();
     let (api, mut description) = api().split_for_parts();
     openapi::add_links(&mut description);
@@ -55,5 +56,5 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
         .merge(routes::docs::router(description))
         .fallback(middleware::not_found);
-    middleware::wrap(routes, request_timeout, metrics)
+    middleware::wrap(routes, request_timeout, body_read_timeout, metrics)
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod commands;
+mod connections;
 mod docs;
 mod emails;
 mod faults;
