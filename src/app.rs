@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::http::serve::{self, ConnectionLimits};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::secret_file;
 use crate::store::{self, Db};
 
@@ -68,7 +69,7 @@ impl App {
         let state = AppState {
             auth: auth.clone(),
             metrics: metrics.clone(),
-            ready_timeout: settings.database.acquire_timeout,
+            readiness: Readiness::new(db.clone(), settings.database.acquire_timeout),
         };
         let router = http::router(
             state,

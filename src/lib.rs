@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod readiness;
 pub mod secret_file;
 pub mod store;
 pub mod telemetry;

@@ -13,9 +13,9 @@ use secrecy::SecretString;
 use std::sync::Arc;
 
 use crate::config::SessionSettings;
-use crate::domain::{Email, NewPassword, NewUser, User, UserId};
+use crate::domain::{Email, NewPassword, NewUser, UniqueField, User, UserId};
 use crate::metrics::{LoginOutcome, Metrics};
-use crate::store::{Db, StoreError, UniqueField};
+use crate::store::{Db, StoreError};
 use clock::{Clock, SystemClock};
 use passwords::{HashError, PasswordHasher};
 use tokens::{TokenKeys, TokenRejection};
@@ -118,11 +118,6 @@ impl Auth {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
-    }
-
-    /// The database, for readiness checks.
-    pub fn db(&self) -> &Db {
-        &self.db
     }
 
     /// Creates an account. Duplicates are caught before hashing (cheap) and again by the unique

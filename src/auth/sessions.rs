@@ -3,8 +3,8 @@
 
 use super::tokens::{AccessToken, RefreshToken, TokenRejection, new_jti};
 use super::{Auth, AuthError};
-use crate::domain::{SessionId, User, UserId};
-use crate::store::{NewSession, Rotation, SessionRow, TokenRecord};
+use crate::domain::{Session, SessionId, User, UserId};
+use crate::store::{NewSession, Rotation, TokenRecord};
 
 /// What a login or a refresh hands out.
 #[derive(Debug)]
@@ -191,7 +191,7 @@ impl Auth {
     }
 
     /// `user`'s active sessions.
-    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRow>, AuthError> {
+    pub async fn sessions_of(&self, user: UserId) -> Result<Vec<Session>, AuthError> {
         let now = self.now();
         Ok(self
             .db

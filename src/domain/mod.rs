@@ -11,7 +11,7 @@ mod username;
 
 pub use email::{Email, EmailError};
 pub use password::{NewPassword, PasswordError, is_common_password};
-pub use user::{NewUser, SessionId, User, UserId};
+pub use user::{NewUser, Session, SessionId, UniqueField, User, UserId};
 pub use username::{Username, UsernameError};
 
 /// A rule a field broke, in the words a client can show and a machine code it can branch on.

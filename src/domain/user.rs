@@ -1,4 +1,5 @@
-//! [`User`], [`UserId`] and [`SessionId`]: an account as the rest of the service sees it.
+//! [`User`], [`UserId`], [`Session`] and [`SessionId`]: accounts and sessions as the rest of the
+//! service sees them.
 
 use std::fmt;
 
@@ -65,6 +66,30 @@ pub struct User {
     pub created_at: OffsetDateTime,
     /// When the account last changed.
     pub updated_at: OffsetDateTime,
+}
+
+/// The unique field of an account that a new account collided with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueField {
+    /// Another account has this e-mail address (in its canonical form, case-insensitively).
+    Email,
+    /// Another account has this username (case-insensitively).
+    Username,
+}
+
+/// One of a user's sessions, as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The session id (the `sid` claim of its access tokens).
+    pub id: SessionId,
+    /// When it began (login).
+    pub created_at: OffsetDateTime,
+    /// The last login or refresh.
+    pub last_used_at: OffsetDateTime,
+    /// `User-Agent` at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
 }
 
 /// What sign-up needs to create an account.

@@ -9,8 +9,7 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::auth::tokens::TokenRejection;
-use crate::domain::FieldRule;
-use crate::store::UniqueField;
+use crate::domain::{FieldRule, UniqueField};
 
 /// The body of a 401 from login: the same for an unknown account and a wrong password.
 pub const BAD_LOGIN: &str = "Incorrect username or password";

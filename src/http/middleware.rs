@@ -41,6 +41,7 @@ pub fn wrap(
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(axum::middleware::map_response(json_error_bodies))
+        .layer(axum::middleware::from_fn(refuse_oversized_head))
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,
             body_deadline,
@@ -51,6 +52,22 @@ pub fn wrap(
         ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
     routes.layer(stack)
+}
+
+/// 431 for a request whose head (request line and header fields, counted as sent) is over
+/// [`MAX_HEAD_BYTES`](super::serve::MAX_HEAD_BYTES): hyper's own check is only approximate.
+async fn refuse_oversized_head(req: Request, next: Next) -> Response {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + fields > super::serve::MAX_HEAD_BYTES {
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        return detail_response(status, detail_for(status));
+    }
+    next.run(req).await
 }
 
 /// A client's `x-request-id` is echoed and logged only if it is short and plain; otherwise a

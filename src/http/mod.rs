@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Auth;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 
 /// Shared, read-only state of every handler.
 #[derive(Clone, Debug)]
@@ -27,8 +28,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// How long `/readyz` waits for the database.
-    pub ready_timeout: Duration,
+    /// Whether the database answers, for `/readyz`, and the pool's state, for `/metrics`.
+    pub readiness: Readiness,
 }
 
 /// Every API route, each registered together with its OpenAPI description.

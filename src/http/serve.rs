@@ -36,10 +36,12 @@ use crate::metrics::{CloseReason, Metrics};
 /// runtime, stdio, the signing-key file and slack; the database pool is added on top.
 const RESERVED_FILES: u64 = 64;
 
-/// Largest request head (request line and header fields) read; a larger one gets 431. hyper's
+/// Largest request head (request line and header fields); a larger one gets 431. hyper's
 /// default (408 KiB) would let 10,000 slow connections pin 4 GiB of buffers; a bearer token and
-/// the usual headers take under 2 KiB.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// the usual headers take under 2 KiB. hyper checks its read buffer against this only after a
+/// read, and the buffer grows in doubling steps, so a head that arrives in large reads can pass
+/// hyper at up to twice this; the middleware then refuses it at exactly this size.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Most header fields in a request; more get 431.
 const MAX_HEADERS: usize = 100;

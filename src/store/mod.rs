@@ -15,10 +15,12 @@ mod sessions;
 mod users;
 
 pub use connect::{connect, migrate};
-pub use sessions::{NewSession, Rotation, SessionRow, TokenRecord};
-pub use users::{StoredCredentials, UniqueField};
+pub use sessions::{NewSession, Rotation, TokenRecord};
+pub use users::StoredCredentials;
 
 use std::sync::Arc;
+
+use crate::domain::UniqueField;
 
 use sqlx::{PgConnection, SqliteConnection};
 
@@ -82,7 +84,7 @@ impl From<sqlx::Error> for StoreError {
         if is_unavailable(&err) {
             return Self::Unavailable(anyhow::Error::new(err));
         }
-        if let Some(field) = UniqueField::violated(&err) {
+        if let Some(field) = users::violated_field(&err) {
             return Self::Conflict(field);
         }
         Self::Unexpected(anyhow::Error::new(err).context("database query failed"))

@@ -19,7 +19,7 @@ use super::inline::Declined;
 use super::rotation::SessionSql;
 use super::users::UserRow;
 use super::{Db, StoreError, dispatch};
-use crate::domain::{SessionId, User, UserId};
+use crate::domain::{Session, SessionId, User, UserId};
 
 /// A new session and the refresh token issued with it.
 #[derive(Debug)]
@@ -81,19 +81,30 @@ pub enum Rotation {
     Invalid,
 }
 
-/// A session as the owner sees it.
+/// A session row as `active_sessions` reads it.
 #[derive(Debug, FromRow)]
-pub struct SessionRow {
-    /// The session id.
-    pub id: i64,
-    /// When it began (Unix seconds).
-    pub created_at: i64,
-    /// Last login or refresh (Unix seconds).
-    pub last_used_at: i64,
-    /// `User-Agent` at login.
-    pub user_agent: Option<String>,
-    /// Client address at login.
-    pub ip: Option<String>,
+struct SessionRow {
+    id: i64,
+    created_at: i64,
+    last_used_at: i64,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(row: SessionRow) -> Self {
+        let at = |unix| {
+            time::OffsetDateTime::from_unix_timestamp(unix)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        };
+        Self {
+            id: SessionId::new(row.id),
+            created_at: at(row.created_at),
+            last_used_at: at(row.last_used_at),
+            user_agent: row.user_agent,
+            ip: row.ip,
+        }
+    }
 }
 
 impl Db {
@@ -208,16 +219,17 @@ impl Db {
         user: UserId,
         now: i64,
         idle_cutoff: i64,
-    ) -> Result<Vec<SessionRow>, StoreError> {
+    ) -> Result<Vec<Session>, StoreError> {
         const SQL: &str = "SELECT id, created_at, last_used_at, user_agent, ip FROM sessions \
             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_used_at > $3 \
             ORDER BY id";
-        Ok(dispatch!(self, conn => sqlx::query_as::<_, SessionRow>(SQL)
+        let rows = dispatch!(self, conn => sqlx::query_as::<_, SessionRow>(SQL)
             .bind(user.get())
             .bind(now)
             .bind(idle_cutoff)
             .fetch_all(conn)
-            .await)?)
+            .await)?;
+        Ok(rows.into_iter().map(Session::from).collect())
     }
 
     /// Deletes sessions (and, by cascade, their refresh tokens) that can never be used again.

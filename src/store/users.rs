@@ -4,33 +4,22 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::{Db, StoreError, dispatch};
-use crate::domain::{Email, NewUser, User, UserId, Username};
+use crate::domain::{Email, NewUser, UniqueField, User, UserId, Username};
 
-/// The unique field a new account collided with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UniqueField {
-    /// Another account has this e-mail address (case-insensitively).
-    Email,
-    /// Another account has this username (case-insensitively).
-    Username,
-}
-
-impl UniqueField {
-    /// Reads which unique index refused a row: PostgreSQL names the constraint, SQLite names
-    /// the index in its message.
-    pub(super) fn violated(err: &sqlx::Error) -> Option<Self> {
-        let db = err.as_database_error()?;
-        if !db.is_unique_violation() {
-            return None;
-        }
-        let name = db.constraint().unwrap_or_else(|| db.message());
-        if name.contains("email") {
-            Some(Self::Email)
-        } else if name.contains("username") {
-            Some(Self::Username)
-        } else {
-            None
-        }
+/// Reads which unique index refused a row: PostgreSQL names the constraint, SQLite names the
+/// index in its message.
+pub(super) fn violated_field(err: &sqlx::Error) -> Option<UniqueField> {
+    let db = err.as_database_error()?;
+    if !db.is_unique_violation() {
+        return None;
+    }
+    let name = db.constraint().unwrap_or_else(|| db.message());
+    if name.contains("email") {
+        Some(UniqueField::Email)
+    } else if name.contains("username") {
+        Some(UniqueField::Username)
+    } else {
+        None
     }
 }
 

@@ -260,13 +260,23 @@ db_tests! {
     async fn a_100_kb_token_is_refused(backend: Backend) {
         let app = spawn_app_with_clock(backend, |_| {}).await;
         let victim = Victim::log_in(&app).await;
-        let mut claims = victim.claims(app.clock_now());
-        claims["pad"] = "x".repeat(100 * 1024).into();
-        let token = forge(&hs256(), &claims);
-        assert!(token.len() > 100 * 1024);
+        let padded = |bytes: usize| {
+            let mut claims = victim.claims(app.clock_now());
+            claims["pad"] = "x".repeat(bytes).into();
+            forge(&hs256(), &claims)
+        };
 
-        assert_rejected_with(&app, &token, INVALID, "100 KB, correctly signed").await;
-        assert_rejected_with(&app, &"A".repeat(100 * 1024), INVALID, "100 KB of junk").await;
+        // 100 KB is past the 64 KiB request head: refused before any token check, in JSON.
+        for (token, why) in [(padded(100 * 1024), "100 KB, correctly signed"), ("A".repeat(100 * 1024), "100 KB of junk")] {
+            assert!(token.len() >= 100 * 1024);
+            let response = app.me(&token).await;
+            assert_eq!(response.status(), 431, "{why}");
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body, json!({ "detail": "Request Header Fields Too Large" }), "{why}");
+        }
+        // Within the head limit but far over any token cerego mints: refused before decoding.
+        assert_rejected_with(&app, &padded(32 * 1024), INVALID, "32 KB, correctly signed").await;
+        assert_rejected_with(&app, &"A".repeat(32 * 1024), INVALID, "32 KB of junk").await;
         victim.still_works(&app).await;
     }
 

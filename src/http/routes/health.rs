@@ -35,17 +35,14 @@ pub async fn healthz() -> impl IntoResponse {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let db = state.auth.db();
-    match tokio::time::timeout(state.ready_timeout, db.ping()).await {
-        Ok(Ok(())) => Ok((
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "database": db.kind() })),
-        )
-            .into_response()),
-        Ok(Err(err)) => Err(ApiError::Unavailable(err.into())),
-        Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
-            "database did not answer within {:?}",
-            state.ready_timeout
-        ))),
-    }
+    let database = state
+        .readiness
+        .check()
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "status": "ready", "database": database })),
+    )
+        .into_response())
 }

@@ -20,6 +20,6 @@ use crate::metrics::CONTENT_TYPE;
     responses((status = 200, description = "OpenMetrics 1.0 text exposition, ending in `# EOF`", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.auth.db().pool_stats());
+    let body = state.metrics.render(state.readiness.pool_stats());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
 }

@@ -8,14 +8,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::SessionId;
+use crate::domain::{Session, SessionId};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonOrFormFields};
 use crate::http::openapi::{ErrorDetail, ValidationError};
 use crate::http::routes::auth::{TokenResponse, token_response};
 use crate::http::timestamp;
-use crate::store::SessionRow;
 
 /// `POST /auth/refresh` request (documentation only).
 #[derive(ToSchema)]
@@ -62,19 +61,15 @@ pub struct SessionResponse {
     current: bool,
 }
 
-fn at(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
 impl SessionResponse {
-    fn new(row: SessionRow, current: SessionId) -> Self {
+    fn new(session: Session, current: SessionId) -> Self {
         Self {
-            id: row.id,
-            created_at: at(row.created_at),
-            last_used_at: at(row.last_used_at),
-            user_agent: row.user_agent,
-            ip: row.ip,
-            current: row.id == current.get(),
+            id: session.id.get(),
+            created_at: session.created_at,
+            last_used_at: session.last_used_at,
+            user_agent: session.user_agent,
+            ip: session.ip,
+            current: session.id == current,
         }
     }
 }

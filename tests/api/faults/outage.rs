@@ -264,8 +264,10 @@ async fn a_frozen_then_stopped_database_gives_prompt_503s_and_service_comes_back
     cluster.signal("-STOP");
     let frozen = Instant::now();
     tokio::time::sleep(FROZEN).await;
-    cluster.signal("-CONT");
+    // The thaw begins with the first process continued: sending the signals can take a
+    // while on a loaded machine, and requests may already succeed meanwhile.
     let thawed = Instant::now();
+    cluster.signal("-CONT");
     let back = until_me_answers(&app, &token).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = finish(tasks).await;
