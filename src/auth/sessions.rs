@@ -103,7 +103,11 @@ impl Auth {
             ip: client.ip.as_deref(),
         };
         let session = self.db.create_session(&new, &record).await?;
-        tracing::info!(user_id = %user, session_id = %session, "session opened");
+        tracing::info!(
+            user_id = user.get(),
+            session_id = session.get(),
+            "session opened"
+        );
         self.tokens_for(user, session, &record, refresh, expires_at, now)
     }
 
@@ -129,7 +133,11 @@ impl Auth {
                 session,
                 expires_at,
             } => {
-                tracing::info!(user_id = %user, session_id = %session, "refresh token rotated");
+                tracing::info!(
+                    user_id = user.get(),
+                    session_id = session.get(),
+                    "refresh token rotated"
+                );
                 self.tokens_for(user, session, &record, successor, expires_at, now)
             }
             Rotation::Replayed {
@@ -139,7 +147,11 @@ impl Auth {
                 jti,
                 issued_at,
             } => {
-                tracing::info!(user_id = %user, session_id = %session, "refresh replayed within grace");
+                tracing::info!(
+                    user_id = user.get(),
+                    session_id = session.get(),
+                    "refresh replayed within grace"
+                );
                 let record = TokenRecord {
                     hash: record.hash,
                     jti,
@@ -148,7 +160,10 @@ impl Auth {
                 self.tokens_for(user, session, &record, successor, expires_at, now)
             }
             Rotation::Reused { session } => {
-                tracing::warn!(session_id = %session, "rotated refresh token reused: session revoked");
+                tracing::warn!(
+                    session_id = session.get(),
+                    "rotated refresh token reused: session revoked"
+                );
                 Err(AuthError::InvalidRefreshToken)
             }
             Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
@@ -176,7 +191,11 @@ impl Auth {
     /// Ends one of `user`'s sessions.
     pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
         if self.db.revoke_session(user, session, self.now()).await? {
-            tracing::info!(user_id = %user, session_id = %session, "session revoked");
+            tracing::info!(
+                user_id = user.get(),
+                session_id = session.get(),
+                "session revoked"
+            );
             Ok(())
         } else {
             Err(AuthError::SessionNotFound)
@@ -186,7 +205,7 @@ impl Auth {
     /// Ends every session of `user`.
     pub async fn revoke_all_sessions(&self, user: UserId) -> Result<(), AuthError> {
         let count = self.db.revoke_all_sessions(user, self.now()).await?;
-        tracing::info!(user_id = %user, count, "all sessions revoked");
+        tracing::info!(user_id = user.get(), count, "all sessions revoked");
         Ok(())
     }
 

@@ -174,7 +174,16 @@ async fn a_client_is_served_while_idle_sockets_hold_every_connection() {
     assert!(metric(&app, limit).await >= 1.0, "the cap was reached");
     assert_eq!(metric(&app, HEADER_TIMEOUTS).await, 20.0);
     // Left open: at most the served client's keep-alive and the one asking for the metrics.
-    assert!(metric(&app, "cerego_http_connections_open").await <= 2.0);
+    // A closed connection's task counts itself out just after the close a client sees.
+    let mut open = metric(&app, "cerego_http_connections_open").await;
+    for _ in 0..50 {
+        if open <= 2.0 {
+            break;
+        }
+        tokio::time::sleep(SECOND / 10).await;
+        open = metric(&app, "cerego_http_connections_open").await;
+    }
+    assert!(open <= 2.0, "{open} connections still counted open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -304,4 +304,56 @@ async fn a_login_outcome_is_logged_with_its_request_id_and_route() {
     assert_eq!(outcome["span"]["request_id"], "audit-check-42", "{outcome}");
     assert_eq!(outcome["span"]["route"], "/auth/login", "{outcome}");
     assert_eq!(outcome["span"]["method"], "POST", "{outcome}");
+    // An unknown account has no id to log (never `None` or `Some(UserId(…))`).
+    assert!(outcome.get("user_id").is_none(), "{outcome}");
+}
+
+#[tokio::test]
+async fn ids_are_logged_as_plain_numbers() {
+    let mut server = start(|cmd| {
+        cmd.env("BCRYPT_COST", "4")
+            .env("JWT_SECRET_KEY", TEST_SECRET);
+    });
+    let client = reqwest::Client::new();
+    let body = json!({ "email": "ada@example.com", "username": "ada", "password": GOOD_PASSWORD });
+    let signup = client
+        .post(format!("{}/auth/signup", server.address))
+        .json(&body)
+        .send()
+        .await
+        .expect("signup");
+    assert_eq!(signup.status(), 201);
+    for password in ["wrong password!", GOOD_PASSWORD] {
+        client
+            .post(format!("{}/auth/login", server.address))
+            .json(&json!({ "username": "ada", "password": password }))
+            .send()
+            .await
+            .expect("login");
+    }
+    server.signal("TERM");
+    assert!(server.wait().success());
+
+    let lines: Vec<Value> = server
+        .drain()
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    for message in [
+        "account created",
+        "login failed",
+        "login succeeded",
+        "session opened",
+    ] {
+        let line = lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("{message} is logged"));
+        assert_eq!(line["user_id"], json!(1), "{line}");
+    }
+    let opened = lines
+        .iter()
+        .find(|line| line["message"] == "session opened")
+        .expect("session opened");
+    assert!(opened["session_id"].is_u64(), "{opened}");
 }
