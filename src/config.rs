@@ -60,8 +60,9 @@ pub struct HashQueueSettings {
 /// How connections are read, kept and capped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpSettings {
-    /// A connection that has not sent a whole request head this long after it opened (or after
-    /// its previous response) is closed (`HTTP_HEADER_READ_TIMEOUT_SECS`, 1..=300, default 10).
+    /// A connection must send a whole request head this long after it opened (a later request:
+    /// after its first byte), or it is closed (`HTTP_HEADER_READ_TIMEOUT_SECS`, 1..=300,
+    /// default 10). Between requests, [`Self::idle_timeout`] applies.
     pub header_read_timeout: Duration,
     /// A keep-alive connection idle this long between requests is closed
     /// (`HTTP_IDLE_TIMEOUT_SECS`, 1..=3600, default 60).

@@ -67,8 +67,8 @@ pub struct SettingsArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 30, value_parser = bounded::<u64>(1..=600))]
     pub request_timeout_secs: u64,
-    /// A connection that has not sent a whole request head this long after it opened (or
-    /// after its previous response) is closed; seconds, 1..=300.
+    /// A connection must send a whole request head this long after it opened (a later request:
+    /// after its first byte), or it is closed; seconds, 1..=300.
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
     pub http_header_read_timeout_secs: u64,

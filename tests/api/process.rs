@@ -100,6 +100,17 @@ impl Server {
     }
 
     /// Every line logged so far, start-up included.
+    /// Stops the server with SIGTERM, checks it exited cleanly, and returns its log lines as
+    /// JSON.
+    fn stop_and_read_json(&mut self) -> Vec<Value> {
+        self.signal("TERM");
+        assert!(self.wait().success());
+        self.drain()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
     fn drain(&self) -> Vec<String> {
         self.startup
             .iter()
@@ -275,14 +286,7 @@ async fn a_login_outcome_is_logged_with_its_request_id_and_route() {
         .await
         .expect("login");
     assert_eq!(response.status(), 401);
-    server.signal("TERM");
-    assert!(server.wait().success());
-
-    let lines: Vec<Value> = server
-        .drain()
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let lines = server.stop_and_read_json();
     let finished = lines
         .iter()
         .find(|line| line["message"] == "request finished")
@@ -331,14 +335,7 @@ async fn ids_are_logged_as_plain_numbers() {
             .await
             .expect("login");
     }
-    server.signal("TERM");
-    assert!(server.wait().success());
-
-    let lines: Vec<Value> = server
-        .drain()
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let lines = server.stop_and_read_json();
     for message in [
         "account created",
         "login failed",

@@ -14,12 +14,7 @@ use crate::helpers::{
     spawn_app_with, spawn_app_with_clock, validation_errors,
 };
 
-/// `WWW-Authenticate` on an access token whose session is over.
-const SESSION_ENDED: &str =
-    r#"Bearer error="invalid_token", error_description="The session has ended""#;
-/// `WWW-Authenticate` on a genuine access token past its `exp`.
-const EXPIRED: &str =
-    r#"Bearer error="invalid_token", error_description="The access token expired""#;
+use crate::me::{EXPIRED, SESSION_ENDED, assert_rejected_with};
 
 async fn pair(response: reqwest::Response) -> (String, String) {
     assert_eq!(response.status(), 200);
@@ -40,19 +35,6 @@ async fn assert_refresh_refused(app: &TestApp, refresh: &str, why: &str) {
 
 async fn me_status(app: &TestApp, access: &str) -> u16 {
     app.me(access).await.status().as_u16()
-}
-
-/// Asserts `GET /auth/me` with `access` is a 401 with the usual body and `challenge`.
-async fn assert_me_refused(app: &TestApp, access: &str, challenge: &str, why: &str) {
-    let response = app.me(access).await;
-    assert_eq!(response.status(), 401, "{why}");
-    assert_eq!(response.headers()["www-authenticate"], challenge, "{why}");
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        body,
-        json!({ "detail": "Could not validate credentials" }),
-        "{why}"
-    );
 }
 
 async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
@@ -122,7 +104,7 @@ db_tests! {
         assert_refresh_refused(&app, &stolen, "reuse after the grace window").await;
 
         assert_refresh_refused(&app, &successor, "the family is revoked").await;
-        assert_me_refused(&app, &access, SESSION_ENDED, "its access tokens stop at once").await;
+        assert_rejected_with(&app, &access, SESSION_ENDED, "its access tokens stop at once").await;
         assert_eq!(me_status(&app, &other_access).await, 200, "the other session lives");
         pair(app.refresh(&other_refresh).await).await;
     }
@@ -232,7 +214,7 @@ db_tests! {
         app.advance_clock(Duration::from_secs(1));
 
         assert_refresh_refused(&app, &refresh, "past the absolute lifetime").await;
-        assert_me_refused(&app, &access, SESSION_ENDED, "past the absolute lifetime").await;
+        assert_rejected_with(&app, &access, SESSION_ENDED, "past the absolute lifetime").await;
     }
 
     async fn sessions_end_when_idle_too_long_and_refresh_keeps_them_alive(backend: Backend) {
@@ -263,7 +245,7 @@ db_tests! {
         assert_eq!(me_status(&app, &access).await, 200, "within the leeway");
         app.advance_clock(Duration::from_secs(1));
 
-        assert_me_refused(&app, &access, EXPIRED, "past exp").await;
+        assert_rejected_with(&app, &access, EXPIRED, "past exp").await;
 
         let (fresh, _) = pair(app.refresh(&refresh).await).await;
         assert_eq!(me_status(&app, &fresh).await, 200);
@@ -355,7 +337,7 @@ db_tests! {
 
         assert_eq!(left, 0, "expired sessions were deleted");
         assert_eq!(app.db.scalar("SELECT count(*) FROM refresh_tokens").await, 0);
-        assert_me_refused(&app, &access, SESSION_ENDED, "purged").await;
+        assert_rejected_with(&app, &access, SESSION_ENDED, "purged").await;
     }
 }
 

@@ -81,7 +81,7 @@ struct LoginRequest {
 #[expect(dead_code, reason = "describes the request body for OpenAPI only")]
 struct LoginForm {
     /// Optional; when present it must be `password`.
-    #[schema(pattern = "^password$")]
+    #[schema(pattern = "^password$", nullable = false)]
     grant_type: Option<String>,
     /// Username or email.
     username: String,

@@ -33,7 +33,7 @@ struct RefreshRequest {
 #[expect(dead_code, reason = "describes the request body for OpenAPI only")]
 struct RefreshForm {
     /// Optional; when present it must be `refresh_token`.
-    #[schema(pattern = "^refresh_token$")]
+    #[schema(pattern = "^refresh_token$", nullable = false)]
     grant_type: Option<String>,
     /// The refresh token from the last login or refresh.
     #[schema(min_length = 1)]
