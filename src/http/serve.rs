@@ -205,18 +205,20 @@ impl Connection {
     async fn run(mut self, conn: http1::Connection<TokioIo<ConnIo>, ConnService>) {
         let metrics = self.shared.metrics.clone();
         tokio::pin!(conn);
+        // The deadlines are checked by one timer, not re-armed at every phase change (that cost
+        // two wake-ups and two timer-wheel updates per request). Every deadline lies at least
+        // `step` after the start of its phase, so a check at most `step` after the previous one
+        // is never late: a phase that began after a check ends no earlier than that check plus
+        // `step`, and one the check saw is re-armed at its own deadline.
+        let step = self
+            .shared
+            .limits
+            .header_read_timeout
+            .min(self.shared.limits.idle_timeout);
+        let check = tokio::time::sleep(step);
+        tokio::pin!(check);
         let mut shutting_down = false;
         let closed_for = loop {
-            let deadline = match self.overdue() {
-                Ok(reason) => break Some(reason),
-                Err(deadline) => deadline,
-            };
-            let expiry = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(err) = result {
@@ -224,8 +226,14 @@ impl Connection {
                     }
                     break None;
                 }
-                () = expiry => {}
-                () = self.state.deadline_started.notified() => {}
+                () = check.as_mut() => match self.overdue() {
+                    Ok(reason) => break Some(reason),
+                    Err(deadline) => {
+                        let next = Instant::now() + step;
+                        let at = deadline.map_or(next, |deadline| deadline.min(next));
+                        check.as_mut().reset(at.into());
+                    }
+                },
                 _ = self.stopping.changed(), if !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();

@@ -20,7 +20,6 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::http::error::detail_for;
 
@@ -47,8 +46,6 @@ struct Activity {
 pub(super) struct ConnState {
     activity: Mutex<Activity>,
     both_lengths: AtomicBool,
-    /// Woken when a deadline starts: the watcher sleeps without one while a request is served.
-    pub(super) deadline_started: Notify,
 }
 
 impl ConnState {
@@ -60,7 +57,6 @@ impl ConnState {
                 served: false,
             }),
             both_lengths: AtomicBool::new(false),
-            deadline_started: Notify::new(),
         }
     }
 
@@ -89,8 +85,6 @@ impl ConnState {
         let mut a = self.activity();
         a.phase = Phase::Idle;
         a.since = Instant::now();
-        drop(a);
-        self.deadline_started.notify_one();
     }
 
     /// Whether the head just parsed had both `Content-Length` and `Transfer-Encoding`.
@@ -104,8 +98,6 @@ impl ConnState {
         if a.phase == Phase::Idle {
             a.phase = Phase::Head;
             a.since = Instant::now();
-            drop(a);
-            self.deadline_started.notify_one();
             true
         } else {
             false
