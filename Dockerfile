@@ -11,14 +11,14 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --bin cerego \
     && rm -rf src
 COPY migrations migrations
 COPY assets assets
 COPY src src
 # touch: the placeholder build left newer timestamps on the crate's own artifacts.
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --bin cerego \
     && mkdir -p /var/lib/cerego
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS dev
