@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Mutex as TurnLock, MutexGuard};
 
-/// Names with a sign-up in flight, each with the lock its sign-ups take in turn.
+/// Names with a sign-up in flight, each with how many sign-ups want it and the lock they take
+/// in turn.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    names: Mutex<HashMap<String, Arc<TurnLock<()>>>>,
+    names: Mutex<HashMap<String, (usize, Arc<TurnLock<()>>)>>,
 }
 
 /// One sign-up's interest in a name. Dropping it (however the request ends, cancellation
@@ -31,7 +32,9 @@ impl InFlight {
     /// Declares interest in `key` (a normalised name, prefixed by its kind).
     pub(super) fn join(&self, key: String) -> Interest<'_> {
         let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        let lock = Arc::clone(names.entry(key.clone()).or_default());
+        let (wanted, lock) = names.entry(key.clone()).or_default();
+        *wanted += 1;
+        let lock = Arc::clone(lock);
         Interest {
             in_flight: self,
             key,
@@ -64,10 +67,15 @@ impl Drop for Interest<'_> {
             .names
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // Every clone of the lock is made and given up under the map's mutex, so the count
-        // is exact here: two means the map's and this one, and nobody else wants the name.
-        if Arc::strong_count(&self.lock) == 2 {
-            names.remove(&self.key);
+        // The count of sign-ups wanting the name changes only under the map's mutex, so it is
+        // exact here. (The lock's own reference count is not: this guard's clone is given up
+        // only after this function returns, so two guards dropping at once could each see the
+        // other's clone and both leave the name in the map.)
+        if let Some((wanted, _)) = names.get_mut(&self.key) {
+            *wanted -= 1;
+            if *wanted == 0 {
+                names.remove(&self.key);
+            }
         }
     }
 }

@@ -76,7 +76,8 @@ pub struct SettingsArgs {
     #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 60, value_parser = bounded::<u64>(1..=3600))]
     pub http_idle_timeout_secs: u64,
-    /// A request body not fully received this long after the head gets 408; seconds, 1..=300.
+    /// A request body not fully received this long after the head (and a quarter second before
+    /// REQUEST_TIMEOUT_SECS at the latest) gets 408; seconds, 1..=300.
     #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_SECS", global = true, help_heading = "HTTP",
           default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
     pub http_body_read_timeout_secs: u64,

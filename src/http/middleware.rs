@@ -43,7 +43,10 @@ pub fn wrap(
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(axum::middleware::from_fn(refuse_oversized_head))
         .layer(axum::middleware::from_fn_with_state(
-            body_read_timeout,
+            // A quarter second before the request's own deadline at the latest: a trickled body
+            // gets its 408 (and the connection is closed) rather than the request timeout's 503,
+            // which would win a tie.
+            body_read_timeout.min(request_timeout.saturating_sub(Duration::from_millis(250))),
             body_deadline,
         ))
         .layer(TimeoutLayer::with_status_code(
@@ -205,16 +208,17 @@ impl HttpBody for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        // The body first: what has already arrived is never refused, however late it is read.
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
         let deadline = this.deadline;
         let sleep = this
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.as_mut().poll(cx).is_ready() {
-            this.expired.store(true, Ordering::Release);
-            return Poll::Ready(Some(Err(BodyTimedOut.into())));
-        }
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        ready!(sleep.as_mut().poll(cx));
+        this.expired.store(true, Ordering::Release);
+        Poll::Ready(Some(Err(BodyTimedOut.into())))
     }
 
     fn is_end_stream(&self) -> bool {

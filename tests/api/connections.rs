@@ -214,7 +214,22 @@ async fn errors_hyper_answers_itself_have_json_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_trickled_past_the_body_read_timeout_gets_408() {
     let app = app_with_timeouts(10, 60).await;
-    let (mut reader, mut writer) = connect(&app).await.into_split();
+    assert_a_trickled_body_gets_408(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_even_when_the_request_timeout_is_shorter() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.request_timeout = SECOND;
+        s.http.body_read_timeout = 10 * SECOND;
+    })
+    .await;
+    assert_a_trickled_body_gets_408(&app).await;
+}
+
+/// Sends a login head and then a byte every quarter second; expects 408 JSON within 3 s.
+async fn assert_a_trickled_body_gets_408(app: &TestApp) {
+    let (mut reader, mut writer) = connect(app).await.into_split();
     let trickle = tokio::spawn(async move {
         let head = "POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
         let _ = writer.write_all(head.as_bytes()).await;
