@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Mutex as TurnLock, MutexGuard};
 
-/// Names with a sign-up in flight, each with how many sign-ups want it and the lock they take
-/// in turn.
+/// How many sign-ups want a name, and the lock they take in turn.
+type Wanted = (usize, Arc<TurnLock<()>>);
+
+/// Names with a sign-up in flight.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    names: Mutex<HashMap<String, (usize, Arc<TurnLock<()>>)>>,
+    names: Mutex<HashMap<String, Wanted>>,
 }
 
 /// One sign-up's interest in a name. Dropping it (however the request ends, cancellation
