@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::limits::{Rate, Rule};
+
 pub use args::{JwtAlgorithm, SettingsArgs, VARIABLES};
 pub use parse::{ParseError, parse, settings_command};
 
@@ -44,6 +46,74 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Log line format (`LOG_FORMAT`, default `json`).
     pub log_format: LogFormat,
+    /// Rate limits, their store and the login throttle.
+    pub limits: LimitSettings,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Rate limits by route class and key, where their budgets live, and the brute-force throttle
+/// on logins.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// `RATE_LIMIT_ENABLED` (default true): false turns every rate limit and the login throttle
+    /// off at once (for load tests).
+    pub enabled: bool,
+    /// Each rule's rate (`RATE_LIMIT_*`; `None` is `off`).
+    pub rates: Rates,
+    /// `REDIS_URL`: when set, every budget and counter lives in Redis, shared by replicas.
+    pub redis_url: Option<SecretString>,
+    /// Longest a call to Redis may take before it counts as failed (`REDIS_TIMEOUT_MS`).
+    pub redis_timeout: Duration,
+    /// `RATE_LIMIT_FAIL_OPEN` (default true): with the store failing, admit (and count) rather
+    /// than answer 503.
+    pub fail_open: bool,
+    /// The brute-force throttle on logins.
+    pub throttle: ThrottleSettings,
+}
+
+/// The rate of every [`Rule`]; `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rates([Option<Rate>; Rule::ALL.len()]);
+
+impl Rates {
+    /// `rule`'s rate, `None` when it is off.
+    pub fn get(&self, rule: Rule) -> Option<Rate> {
+        self.0[rule as usize]
+    }
+
+    /// Sets `rule`'s rate (`None`: off).
+    pub fn set(&mut self, rule: Rule, rate: Option<Rate>) {
+        self.0[rule as usize] = rate;
+    }
+}
+
+/// Login backoff per (account, client IP) and the failure cap per account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleSettings {
+    /// Consecutive failures of one account from one IP before each further attempt waits a
+    /// doubling delay (`LOGIN_BACKOFF_AFTER`, 0..=1000, default 5; 0 turns the backoff off).
+    pub backoff_after: u32,
+    /// The longest such delay (`LOGIN_BACKOFF_MAX_SECS`, 1..=86400, default 900).
+    pub backoff_max: Duration,
+    /// Consecutive failures of one account, from every IP, after which it answers 429 until its
+    /// window ends (`LOGIN_ACCOUNT_FAILURE_LIMIT`, 0..=1000000, default 100; 0 turns it off).
+    pub account_failure_limit: u32,
+    /// That window (`LOGIN_ACCOUNT_FAILURE_WINDOW_SECS`, 1..=604800, default 3600).
+    pub account_failure_window: Duration,
+}
+
+/// The networks of the reverse proxies in front of the service (`TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of the trusted proxies (an IPv4-mapped IPv6 address counts as the
+    /// IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// How many logins and sign-ups may wait for a hashing slot, and how long a caller that finds

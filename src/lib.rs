@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod secret_file;

@@ -70,6 +70,28 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    rule: &'static str,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    store: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     database: &'static str,
@@ -105,6 +127,26 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabels, Counter>,
     connection_limit_reached: Counter,
     requests_cancelled: Family<RouteLabels, Counter>,
+    rate_limit_decisions: Family<DecisionLabels, Counter>,
+    rate_limited: Family<RuleLabels, Counter>,
+    rate_limit_store_errors: Family<StoreErrorLabels, Counter>,
+    login_throttled: Family<ScopeLabels, Counter>,
+    sessions_opened: Counter,
+    sessions_refreshed: Counter,
+    sessions_revoked: Family<ReasonLabels, Counter>,
+}
+
+/// Why sessions ended before their time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// `POST /auth/logout`.
+    Logout,
+    /// `POST /auth/logout-all`.
+    LogoutAll,
+    /// `DELETE /auth/sessions/{id}`.
+    Revoked,
+    /// A used refresh token presented after its grace window.
+    RefreshReuse,
 }
 
 /// Why the server closed a connection on its own.
@@ -231,6 +273,48 @@ impl Metrics {
             "HTTP requests abandoned because the client went away before the response",
             requests_cancelled.clone(),
         );
+        let rate_limit_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "rate_limit_decisions",
+            "Rate-limit checks by rule and decision (allowed / limited)",
+            rate_limit_decisions.clone(),
+        );
+        let rate_limited = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a rate limit, by rule",
+            rate_limited.clone(),
+        );
+        let rate_limit_store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit store failures, by store and what was done (admitted: fail-open; refused: 503)",
+            rate_limit_store_errors.clone(),
+        );
+        let login_throttled = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "login_throttled",
+            "Logins refused with 429 before any password check, by scope (account_ip backoff or account cap)",
+            login_throttled.clone(),
+        );
+        let sessions_opened = Counter::default();
+        registry.register(
+            "sessions_opened",
+            "Sessions opened by a login",
+            sessions_opened.clone(),
+        );
+        let sessions_refreshed = Counter::default();
+        registry.register(
+            "sessions_refreshed",
+            "Refresh-token rotations",
+            sessions_refreshed.clone(),
+        );
+        let sessions_revoked = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sessions_revoked",
+            "Sessions ended before their time, by reason",
+            sessions_revoked.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -255,7 +339,64 @@ impl Metrics {
             connections_closed,
             connection_limit_reached,
             requests_cancelled,
+            rate_limit_decisions,
+            rate_limited,
+            rate_limit_store_errors,
+            login_throttled,
+            sessions_opened,
+            sessions_refreshed,
+            sessions_revoked,
         }
+    }
+
+    /// Counts one rate-limit check of `rule` (a fixed name) and, when refused, one 429.
+    pub fn record_rate_limit(&self, rule: &'static str, allowed: bool) {
+        let decision = if allowed { "allowed" } else { "limited" };
+        self.rate_limit_decisions
+            .get_or_create(&DecisionLabels { rule, decision })
+            .inc();
+        if !allowed {
+            self.rate_limited.get_or_create(&RuleLabels { rule }).inc();
+        }
+    }
+
+    /// Counts a failed call to the rate-limit store (`memory` or `redis`), and whether the
+    /// request was admitted anyway (fail-open) or refused with 503.
+    pub fn record_rate_limit_store_error(&self, store: &'static str, admitted: bool) {
+        let action = if admitted { "admitted" } else { "refused" };
+        self.rate_limit_store_errors
+            .get_or_create(&StoreErrorLabels { store, action })
+            .inc();
+    }
+
+    /// Counts a login refused by the brute-force throttle; `scope` is `account_ip` or `account`.
+    pub fn record_login_throttled(&self, scope: &'static str) {
+        self.login_throttled
+            .get_or_create(&ScopeLabels { scope })
+            .inc();
+    }
+
+    /// Counts a session opened by a login.
+    pub fn record_session_opened(&self) {
+        self.sessions_opened.inc();
+    }
+
+    /// Counts a refresh-token rotation.
+    pub fn record_session_refreshed(&self) {
+        self.sessions_refreshed.inc();
+    }
+
+    /// Counts `count` sessions ended early for `reason`.
+    pub fn record_sessions_revoked(&self, reason: RevokeReason, count: u64) {
+        let reason = match reason {
+            RevokeReason::Logout => "logout",
+            RevokeReason::LogoutAll => "logout_all",
+            RevokeReason::Revoked => "revoked",
+            RevokeReason::RefreshReuse => "refresh_reuse",
+        };
+        self.sessions_revoked
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(count);
     }
 
     /// Counts a connection opened (`+1`) or closed (`-1`).

@@ -15,11 +15,14 @@ use clap::builder::{BoolishValueParser, EnumValueParser};
 use clap::{ArgAction, Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::parse::{BlankIsDefault, bounded, ip_address, secret};
+use super::parse::{
+    BlankIsDefault, RateSetting, bounded, ip_address, rate, secret, trusted_proxies,
+};
 use super::{
     ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
-    LogFormat, SessionSettings, Settings,
+    LimitSettings, LogFormat, Rates, SessionSettings, Settings, ThrottleSettings, TrustedProxies,
 };
+use crate::limits::Rule;
 
 /// Every environment variable cerego reads, in `--help` order (`RUST_LOG` is read by the log
 /// filter itself).
@@ -48,6 +51,21 @@ pub const VARIABLES: &[&str] = &[
     "BCRYPT_COST",
     "PASSWORD_HASH_QUEUE_PER_CORE",
     "PASSWORD_HASH_QUEUE_FULL_WAIT_MS",
+    "RATE_LIMIT_ENABLED",
+    "RATE_LIMIT_LOGIN_IP",
+    "RATE_LIMIT_LOGIN_ACCOUNT",
+    "RATE_LIMIT_SIGNUP_IP",
+    "RATE_LIMIT_REFRESH_IP",
+    "RATE_LIMIT_API_USER",
+    "RATE_LIMIT_API_IP",
+    "RATE_LIMIT_FAIL_OPEN",
+    "REDIS_URL",
+    "REDIS_TIMEOUT_MS",
+    "LOGIN_BACKOFF_AFTER",
+    "LOGIN_BACKOFF_MAX_SECS",
+    "LOGIN_ACCOUNT_FAILURE_LIMIT",
+    "LOGIN_ACCOUNT_FAILURE_WINDOW_SECS",
+    "TRUSTED_PROXIES",
     "LOG_FORMAT",
 ];
 
@@ -178,6 +196,79 @@ pub struct SettingsArgs {
           value_parser = bounded::<u64>(0..=5000))]
     pub password_hash_queue_full_wait_ms: u64,
 
+    /// Every rate limit and the login throttle at once: true, or false (for load tests).
+    #[arg(long, env = "RATE_LIMIT_ENABLED", global = true, help_heading = "Rate limits",
+          default_value_t = true, action = ArgAction::Set,
+          value_parser = BlankIsDefault(BoolishValueParser::new()))]
+    pub rate_limit_enabled: bool,
+    /// POST /auth/login per client IP: N/second, N/minute, N/hour, N/day (a burst of N refilled
+    /// evenly over the period) or off.
+    #[arg(long, env = "RATE_LIMIT_LOGIN_IP", global = true, help_heading = "Rate limits",
+          default_value = "60/minute", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_login_ip: RateSetting,
+    /// POST /auth/login per login name (email or username, case-insensitive); same syntax.
+    #[arg(long, env = "RATE_LIMIT_LOGIN_ACCOUNT", global = true, help_heading = "Rate limits",
+          default_value = "20/minute", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_login_account: RateSetting,
+    /// POST /auth/signup per client IP; same syntax.
+    #[arg(long, env = "RATE_LIMIT_SIGNUP_IP", global = true, help_heading = "Rate limits",
+          default_value = "100/hour", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_signup_ip: RateSetting,
+    /// POST /auth/refresh per client IP; same syntax.
+    #[arg(long, env = "RATE_LIMIT_REFRESH_IP", global = true, help_heading = "Rate limits",
+          default_value = "300/minute", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_refresh_ip: RateSetting,
+    /// Every other route called with a valid access token, per user; same syntax.
+    #[arg(long, env = "RATE_LIMIT_API_USER", global = true, help_heading = "Rate limits",
+          default_value = "600/minute", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_api_user: RateSetting,
+    /// Every other route called without a valid access token (except /healthz, /readyz and
+    /// /metrics), per client IP; same syntax.
+    #[arg(long, env = "RATE_LIMIT_API_IP", global = true, help_heading = "Rate limits",
+          default_value = "300/minute", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_api_ip: RateSetting,
+    /// With the limit store failing: true admits the request (logged and counted), false
+    /// answers 503 {"detail": "Service unavailable"}.
+    #[arg(long, env = "RATE_LIMIT_FAIL_OPEN", global = true, help_heading = "Rate limits",
+          default_value_t = true, action = ArgAction::Set,
+          value_parser = BlankIsDefault(BoolishValueParser::new()))]
+    pub rate_limit_fail_open: bool,
+    /// redis://[user:password@]host:port[/db] (rediss:// for TLS): every budget and counter
+    /// lives there, shared by all replicas. Unset: in this process's memory.
+    #[arg(long, env = "REDIS_URL", global = true, help_heading = "Rate limits",
+          hide_env_values = true, value_parser = secret)]
+    pub redis_url: Option<SecretString>,
+    /// A Redis call taking longer counts as failed (see RATE_LIMIT_FAIL_OPEN); milliseconds,
+    /// 10..=10000.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", global = true, help_heading = "Rate limits",
+          default_value_t = 250, value_parser = bounded::<u64>(10..=10_000))]
+    pub redis_timeout_ms: u64,
+    /// Consecutive failed logins of one account from one IP after which each further attempt
+    /// waits a doubling delay (1 s, 2 s, 4 s ...); 0..=1000, 0 turns the backoff off.
+    #[arg(long, env = "LOGIN_BACKOFF_AFTER", global = true, help_heading = "Rate limits",
+          default_value_t = 5, value_parser = bounded::<u32>(0..=1000))]
+    pub login_backoff_after: u32,
+    /// The longest backoff delay; seconds, 1..=86400.
+    #[arg(long, env = "LOGIN_BACKOFF_MAX_SECS", global = true, help_heading = "Rate limits",
+          default_value_t = 900, value_parser = bounded::<u64>(1..=86_400))]
+    pub login_backoff_max_secs: u64,
+    /// Consecutive failed logins of one account from all IPs together after which it answers
+    /// 429 until LOGIN_ACCOUNT_FAILURE_WINDOW_SECS ends; 0..=1000000, 0 turns the cap off.
+    #[arg(long, env = "LOGIN_ACCOUNT_FAILURE_LIMIT", global = true, help_heading = "Rate limits",
+          default_value_t = 100, value_parser = bounded::<u32>(0..=1_000_000))]
+    pub login_account_failure_limit: u32,
+    /// The window of LOGIN_ACCOUNT_FAILURE_LIMIT, from the first failure; seconds, 1..=604800.
+    #[arg(long, env = "LOGIN_ACCOUNT_FAILURE_WINDOW_SECS", global = true,
+          help_heading = "Rate limits", default_value_t = 3600,
+          value_parser = bounded::<u64>(1..=604_800))]
+    pub login_account_failure_window_secs: u64,
+    /// Comma-separated CIDRs (or addresses) of the reverse proxies in front of cerego. Only a
+    /// request from one of them has its client IP read from Forwarded / X-Forwarded-For (the
+    /// rightmost address that is not itself a trusted proxy). Empty: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", global = true, help_heading = "HTTP",
+          default_value = "", value_parser = trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", global = true, help_heading = "Logs", default_value = "json",
           value_parser = BlankIsDefault(EnumValueParser::<LogFormat>::new()))]
@@ -278,6 +369,31 @@ impl SettingsArgs {
                 max_connections: self.http_max_connections,
             },
             log_format: self.log_format,
+            limits: LimitSettings {
+                enabled: self.rate_limit_enabled,
+                rates: {
+                    let mut rates = Rates::default();
+                    rates.set(Rule::LoginIp, self.rate_limit_login_ip.0);
+                    rates.set(Rule::LoginAccount, self.rate_limit_login_account.0);
+                    rates.set(Rule::SignupIp, self.rate_limit_signup_ip.0);
+                    rates.set(Rule::RefreshIp, self.rate_limit_refresh_ip.0);
+                    rates.set(Rule::ApiUser, self.rate_limit_api_user.0);
+                    rates.set(Rule::ApiIp, self.rate_limit_api_ip.0);
+                    rates
+                },
+                redis_url: non_blank(self.redis_url),
+                redis_timeout: Duration::from_millis(self.redis_timeout_ms),
+                fail_open: self.rate_limit_fail_open,
+                throttle: ThrottleSettings {
+                    backoff_after: self.login_backoff_after,
+                    backoff_max: Duration::from_secs(self.login_backoff_max_secs),
+                    account_failure_limit: self.login_account_failure_limit,
+                    account_failure_window: Duration::from_secs(
+                        self.login_account_failure_window_secs,
+                    ),
+                },
+            },
+            trusted_proxies: self.trusted_proxies,
         })
     }
 }

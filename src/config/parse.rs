@@ -12,8 +12,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Command, FromArgMatches};
 use secrecy::SecretString;
 
-use super::ConfigError;
+use ipnet::IpNet;
+
 use super::args::{SettingsArgs, VARIABLES};
+use super::{ConfigError, TrustedProxies};
+use crate::limits::Rate;
 
 /// A command that reads the settings alone (no subcommands).
 pub fn settings_command() -> Command {
@@ -96,6 +99,34 @@ pub(super) fn ip_address(raw: &str) -> Result<IpAddr, String> {
     raw.trim()
         .parse()
         .map_err(|_| format!("must be an IP address such as 0.0.0.0 or ::1 (got {raw:?})"))
+}
+
+/// A rate setting's value: `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSetting(pub Option<Rate>);
+
+pub(super) fn rate(raw: &str) -> Result<RateSetting, String> {
+    Rate::parse(raw).map(RateSetting)
+}
+
+/// `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses; empty is none.
+pub(super) fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    format!(
+                        "must be comma-separated CIDRs or IP addresses such as \
+                         10.0.0.0/8, 192.168.1.10 or fd00::/8 (got {part:?})"
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(TrustedProxies)
 }
 
 /// Secrets are kept wrapped from the moment they are read, so no `Debug` can print them.

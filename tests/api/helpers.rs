@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use cerego::app::App;
 use cerego::auth::clock::ManualClock;
-use cerego::config::{DatabaseSettings, JwtSettings, LogFormat, SessionSettings, Settings};
+use cerego::config::{
+    DatabaseSettings, JwtSettings, LimitSettings, LogFormat, Rates, SessionSettings, Settings,
+    ThrottleSettings,
+};
+use cerego::limits::{Rate, Rule};
 use reqwest::{Client, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -276,6 +280,37 @@ pub fn test_settings(url: &str) -> Settings {
             max_connections: 10_000,
         },
         log_format: LogFormat::Json,
+        limits: default_limits(),
+        trusted_proxies: cerego::config::TrustedProxies::default(),
+    }
+}
+
+/// The documented defaults of the rate limits and the login throttle (README, `.env.example`),
+/// in memory.
+pub fn default_limits() -> LimitSettings {
+    let mut rates = Rates::default();
+    for (rule, rate) in [
+        (Rule::LoginIp, "60/minute"),
+        (Rule::LoginAccount, "20/minute"),
+        (Rule::SignupIp, "100/hour"),
+        (Rule::RefreshIp, "300/minute"),
+        (Rule::ApiUser, "600/minute"),
+        (Rule::ApiIp, "300/minute"),
+    ] {
+        rates.set(rule, Rate::parse(rate).expect("a valid rate"));
+    }
+    LimitSettings {
+        enabled: true,
+        rates,
+        redis_url: None,
+        redis_timeout: Duration::from_millis(250),
+        fail_open: true,
+        throttle: ThrottleSettings {
+            backoff_after: 5,
+            backoff_max: Duration::from_secs(900),
+            account_failure_limit: 100,
+            account_failure_window: Duration::from_secs(3600),
+        },
     }
 }
 
