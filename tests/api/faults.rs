@@ -13,7 +13,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use crate::db_tests;
-use crate::helpers::{Backend, GOOD_PASSWORD, TEST_SECRET, TestDb, spawn_app, test_settings};
+use crate::helpers::{Backend, GOOD_PASSWORD, TEST_SECRET, TestDb, spawn_app_with, test_settings};
 
 db_tests! {
     /// A purge (another instance's: here a second pool on the same database, in a tight loop)
@@ -25,7 +25,8 @@ db_tests! {
     async fn purges_racing_refreshes_never_deadlock(backend: Backend) {
         const WORKERS: usize = 6;
         const ROUNDS: usize = 30;
-        let app = Arc::new(spawn_app(backend).await);
+        // 180 logins and 540 refreshes from one address in seconds: far past the rate limits.
+        let app = Arc::new(spawn_app_with(backend, |s| s.limits.enabled = false).await);
         for worker in 0..WORKERS {
             app.create_user(&format!("racer{worker}")).await;
         }
@@ -97,19 +98,19 @@ db_tests! {
 const BIN: &str = env!("CARGO_BIN_EXE_cerego");
 
 /// A `cerego serve` process on `url`, killed when dropped.
-struct Cerego {
+pub(crate) struct Cerego {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     /// Every JSON log line so far.
-    logs: Arc<Mutex<Vec<Value>>>,
+    pub(crate) logs: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Cerego {
-    fn start(url: &str) -> Self {
+    pub(crate) fn start(url: &str) -> Self {
         Self::start_with(url, |_| {})
     }
 
-    fn start_with(url: &str, configure: impl FnOnce(&mut Command)) -> Self {
+    pub(crate) fn start_with(url: &str, configure: impl FnOnce(&mut Command)) -> Self {
         let dir = std::env::temp_dir();
         let mut command = Command::new(BIN);
         command
@@ -159,7 +160,7 @@ impl Cerego {
     }
 
     /// `kill -9`: no graceful shutdown, no chance to finish anything.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
@@ -180,7 +181,11 @@ db_tests! {
         const KILL_AFTER: usize = 40;
         const MOST_PER_WORKER: usize = 200;
         let db = TestDb::create(backend).await;
-        let mut server = Cerego::start(&db.url());
+        // Hundreds of sign-ups, then as many logins, from one address: past the rate limits.
+        let unlimited = |cmd: &mut Command| {
+            cmd.env("RATE_LIMIT_ENABLED", "false");
+        };
+        let mut server = Cerego::start_with(&db.url(), unlimited);
         let client = Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -226,7 +231,7 @@ db_tests! {
             "the kill came while sign-ups were still running"
         );
 
-        let restarted = Cerego::start(&db.url());
+        let restarted = Cerego::start_with(&db.url(), unlimited);
         for name in &acknowledged {
             let response = client
                 .post(format!("{}/auth/login", restarted.address))

@@ -1,6 +1,8 @@
 //! Spawning the real app on a random port with its own fresh database, and talking HTTP to it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use cerego::config::{
     ThrottleSettings,
 };
 use cerego::limits::{Rate, Rule};
+use reqwest::header::HeaderMap;
 use reqwest::{Client, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -548,4 +551,240 @@ pub fn assert_api_timestamp(value: &Value) -> time::OffsetDateTime {
     assert_eq!(shape, "dddd-dd-ddTdd:dd:dd.ddddddZ", "{text}");
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|err| panic!("{text}: {err}"))
+}
+
+/// `raw` as a rate setting spells it (`N/second` … or `off`: `None`).
+pub fn rate(raw: &str) -> Option<Rate> {
+    Rate::parse(raw).unwrap_or_else(|err| panic!("{raw}: {err}"))
+}
+
+/// `quota` requests per `secs` seconds: a window the settings cannot spell, which the tests use
+/// so that a burst is not refilled while it is being sent (`3/second` refills one request every
+/// 333 ms, which a loaded machine may take between two requests).
+pub fn every(quota: u32, secs: u32) -> Option<Rate> {
+    Some(Rate::new(NonZeroU32::new(quota).expect("a quota"), secs))
+}
+
+/// Turns every rule and the login throttle off, then sets the rules in `rules`: a test of one
+/// rule sees only that rule's decisions.
+pub fn only_limits(settings: &mut Settings, rules: &[(Rule, Option<Rate>)]) {
+    settings.limits.enabled = true;
+    settings.limits.rates = Rates::default();
+    for (rule, rate) in rules {
+        settings.limits.rates.set(*rule, *rate);
+    }
+    settings.limits.throttle.backoff_after = 0;
+    settings.limits.throttle.account_failure_limit = 0;
+}
+
+/// What the `RateLimit-Policy` and `RateLimit` fields say of one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleState {
+    /// Quota (`q`, the burst).
+    pub q: u64,
+    /// Window in seconds (`w`).
+    pub w: u64,
+    /// Remaining after this request (`r`).
+    pub r: u64,
+    /// Seconds until the bucket is full again (`t`).
+    pub t: u64,
+}
+
+/// Parses a structured-field list of `"name";key=integer;…` items (every line of the field,
+/// joined as a recipient must), panicking at anything else.
+fn limit_items(headers: &HeaderMap, field: &str) -> Vec<(String, BTreeMap<String, u64>)> {
+    let joined = headers
+        .get_all(field)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .unwrap_or_else(|_| panic!("{field} is not ASCII"))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    if joined.trim().is_empty() {
+        return Vec::new();
+    }
+    joined
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let mut parts = item.split(';');
+            let name = parts
+                .next()
+                .and_then(|n| n.strip_prefix('"')?.strip_suffix('"'))
+                .unwrap_or_else(|| {
+                    panic!("{field}: the item {item:?} does not start with a quoted name")
+                });
+            let params = parts
+                .map(|param| {
+                    let (key, value) = param.split_once('=').unwrap_or_else(|| {
+                        panic!("{field}: {param:?} in {item:?} is not key=value")
+                    });
+                    let value = value.parse().unwrap_or_else(|_| {
+                        panic!("{field}: {param:?} in {item:?} is not an integer")
+                    });
+                    (key.to_owned(), value)
+                })
+                .collect();
+            (name.to_owned(), params)
+        })
+        .collect()
+}
+
+/// The rules an answer reports in `RateLimit-Policy` and `RateLimit`, in order. Both fields name
+/// the same rules in the same order, each with exactly `q`, `w` and `r`, `t`.
+pub fn rate_limits(headers: &HeaderMap) -> Vec<(String, RuleState)> {
+    let policies = limit_items(headers, "ratelimit-policy");
+    let states = limit_items(headers, "ratelimit");
+    let names = |items: &[(String, BTreeMap<String, u64>)]| {
+        items.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&policies),
+        names(&states),
+        "RateLimit-Policy and RateLimit name the same rules: {headers:?}"
+    );
+    policies
+        .into_iter()
+        .zip(states)
+        .map(|((name, policy), (_, state))| {
+            let keys = |m: &BTreeMap<String, u64>| m.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&policy), ["q", "w"], "{name}: {headers:?}");
+            assert_eq!(keys(&state), ["r", "t"], "{name}: {headers:?}");
+            let state = RuleState {
+                q: policy["q"],
+                w: policy["w"],
+                r: state["r"],
+                t: state["t"],
+            };
+            assert!(
+                state.r < state.q,
+                "{name}: r below q after a request: {state:?}"
+            );
+            assert!(state.t <= state.w, "{name}: t within the window: {state:?}");
+            (name, state)
+        })
+        .collect()
+}
+
+/// The names of the rules an answer reports.
+pub fn rule_names(headers: &HeaderMap) -> Vec<String> {
+    rate_limits(headers).into_iter().map(|(n, _)| n).collect()
+}
+
+/// The state an answer reports for `rule`; panics when it reports none.
+pub fn rule_state(headers: &HeaderMap, rule: &str) -> RuleState {
+    rate_limits(headers)
+        .into_iter()
+        .find_map(|(n, state)| (n == rule).then_some(state))
+        .unwrap_or_else(|| panic!("no {rule} item in {headers:?}"))
+}
+
+/// Asserts an answer without any rate-limit field.
+pub fn assert_no_rate_limit_fields(headers: &HeaderMap, what: &str) {
+    for field in ["ratelimit", "ratelimit-policy", "retry-after"] {
+        assert!(
+            headers.get(field).is_none(),
+            "{what}: unexpected {field}: {headers:?}"
+        );
+    }
+}
+
+/// `Retry-After` as whole seconds, or `None`; panics at anything but a non-negative integer.
+pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers.get("retry-after").map(|v| {
+        let text = v.to_str().expect("ASCII");
+        text.parse()
+            .unwrap_or_else(|_| panic!("Retry-After is not whole seconds: {text:?}"))
+    })
+}
+
+/// Asserts a refusal: 429, `{"detail": detail}`, `Retry-After` of at least one second; returns
+/// the `Retry-After` and the rules the answer reports.
+pub async fn assert_refused(response: Response, detail: &str) -> (u64, Vec<(String, RuleState)>) {
+    let headers = response.headers().clone();
+    let retry = retry_after(&headers).unwrap_or_else(|| panic!("no Retry-After: {headers:?}"));
+    assert!(retry >= 1, "Retry-After {retry}");
+    let limits = rate_limits(&headers);
+    assert_detail(response, 429, detail).await;
+    (retry, limits)
+}
+
+/// The value of `series` (a metric name with its labels, as `/metrics` prints it) in `text`; 0
+/// when absent (a labelled counter appears at its first increment).
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
+/// The sum of every series of the metric `name` (all its label sets) in `text`.
+pub fn metric_total_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = if rest.starts_with('{') {
+                rest.rsplit_once("} ")?.1
+            } else {
+                rest.strip_prefix(' ')?
+            };
+            Some(value.trim().parse::<f64>().expect("a number"))
+        })
+        .sum()
+}
+
+/// The value of `series` on the `/metrics` of the server at `address` (`http://…`).
+pub async fn metric_at(client: &Client, address: &str, series: &str) -> f64 {
+    let text = client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metric_in(&text, series)
+}
+
+impl TestApp {
+    /// The value of `series` on this app's `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_at(&self.client, &self.address, series).await
+    }
+
+    /// The sum of every series of the metric `name` on this app's `/metrics`.
+    pub async fn metric_total(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("text");
+        metric_total_in(&text, name)
+    }
+
+    /// `POST /auth/login` with `body` and the extra `headers` (say, `X-Forwarded-For`).
+    pub async fn login_with_headers(&self, headers: &[(&str, &str)], body: &Value) -> Response {
+        let mut request = self.client.post(self.url("/auth/login")).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// `GET path` with the bearer `token`.
+    pub async fn get_authed(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// A series of the hashing metrics: `verify` or `hash` operations counted.
+pub fn hash_count(operation: &str) -> String {
+    format!("cerego_password_hash_duration_seconds_count{{operation=\"{operation}\"}}")
+}
+
+/// The series of 429s of `rule`.
+pub fn limited_series(rule: &str) -> String {
+    format!("cerego_rate_limited_total{{rule=\"{rule}\"}}")
 }

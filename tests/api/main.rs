@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod client_ip;
 mod commands;
 mod connections;
 mod docs;
@@ -17,6 +18,9 @@ mod me;
 mod metrics;
 mod overload;
 mod process;
+mod rate_limits;
 mod sessions;
+mod shared_limits;
 mod shutdown;
 mod signup;
+mod throttle;

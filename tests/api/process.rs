@@ -13,9 +13,9 @@ use crate::helpers::{GOOD_PASSWORD, TEST_SECRET};
 const BIN: &str = env!("CARGO_BIN_EXE_cerego");
 
 /// A `cerego serve` process whose log lines are collected.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     lines: mpsc::Receiver<String>,
     startup: Vec<String>,
     dir: tempfile::TempDir,
@@ -34,7 +34,7 @@ pub fn command(dir: &tempfile::TempDir) -> Command {
     cmd
 }
 
-fn start(configure: impl FnOnce(&mut Command)) -> Server {
+pub(crate) fn start(configure: impl FnOnce(&mut Command)) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = command(&dir);
     configure(&mut cmd);
@@ -102,7 +102,7 @@ impl Server {
     /// Every line logged so far, start-up included.
     /// Stops the server with SIGTERM, checks it exited cleanly, and returns its log lines as
     /// JSON.
-    fn stop_and_read_json(&mut self) -> Vec<Value> {
+    pub(crate) fn stop_and_read_json(&mut self) -> Vec<Value> {
         self.signal("TERM");
         assert!(self.wait().success());
         self.drain()

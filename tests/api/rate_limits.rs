@@ -1,0 +1,459 @@
+//! Rate limits over HTTP: each rule refuses past its quota with 429, `Retry-After` and the
+//! `RateLimit` fields, costs no password work when it refuses, and recovers; `off` and
+//! `RATE_LIMIT_ENABLED=false` disable; the probes are never limited; a classroom behind one
+//! address gets through the defaults.
+//!
+//! Windows are a few seconds (`every(3, 2)`: three requests per two seconds) so a burst is not
+//! refilled while it is sent, and recovery takes about a second.
+
+use std::time::Duration;
+
+use cerego::limits::Rule;
+use serde_json::{Value, json};
+
+use crate::db_tests;
+use crate::helpers::{
+    Backend, GOOD_PASSWORD, RuleState, assert_detail, assert_no_rate_limit_fields, assert_refused,
+    every, hash_count, limited_series, metric_total_in, only_limits, rate, rate_limits, rule_names,
+    rule_state, spawn_app, spawn_app_with,
+};
+
+const TOO_MANY: &str = "Too many requests";
+const INCORRECT: &str = "Incorrect username or password";
+/// A little more than a second: a refused request's `Retry-After` when one request refills in
+/// under a second.
+const A_SECOND: Duration = Duration::from_millis(1_100);
+
+fn wrong(name: &str) -> Value {
+    json!({ "username": name, "password": "not the password" })
+}
+
+/// Asserts that the state `state` reports the quota `q` per `w` seconds with `r` left.
+fn assert_state(state: RuleState, q: u64, w: u64, r: u64) {
+    assert_eq!((state.q, state.w, state.r), (q, w, r), "{state:?}");
+    assert!(
+        state.t >= 1,
+        "the bucket is not full after a request: {state:?}"
+    );
+}
+
+/// Asserts that an answer that is not a 429 reports exactly `rules`.
+fn assert_rules(response: &reqwest::Response, rules: &[&str]) {
+    assert_ne!(response.status(), 429);
+    assert_eq!(
+        rule_names(response.headers()),
+        rules,
+        "{:?}",
+        response.headers()
+    );
+}
+
+db_tests! {
+    async fn login_ip_refuses_past_its_quota_before_reading_the_body_and_recovers(backend: Backend) {
+        let app = spawn_app_with(backend, |s| {
+            only_limits(s, &[(Rule::LoginIp, every(3, 2)), (Rule::LoginAccount, every(10, 2))]);
+        })
+        .await;
+        app.create_user("ada").await;
+
+        for (n, name) in ["amy", "bea", "cat"].into_iter().enumerate() {
+            let response = app.login_json(&wrong(name)).await;
+            // Both rules of a login are reported, the address's first.
+            assert_rules(&response, &["login_ip", "login_account"]);
+            assert_state(rule_state(response.headers(), "login_ip"), 3, 2, 2 - n as u64);
+            assert_state(rule_state(response.headers(), "login_account"), 10, 2, 9);
+            assert_detail(response, 401, INCORRECT).await;
+        }
+        let verified = app.metric(&hash_count("verify")).await;
+        assert_eq!(verified, 3.0, "each failed login paid one verification");
+
+        let refused = app.login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD })).await;
+        let (retry, limits) = assert_refused(refused, TOO_MANY).await;
+        assert_eq!(retry, 1, "one request refills in 2/3 s");
+        // Refused by the address before the body was read: the login name was never counted.
+        assert_eq!(limits.len(), 1, "{limits:?}");
+        assert_eq!(limits[0].0, "login_ip");
+        assert_state(limits[0].1, 3, 2, 0);
+        // Not even a malformed body is read.
+        let garbage = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("request");
+        assert_refused(garbage, TOO_MANY).await;
+        assert_eq!(app.metric(&hash_count("verify")).await, verified, "a refused login does no bcrypt work");
+        assert_eq!(app.metric(&limited_series("login_ip")).await, 2.0);
+        let allowed = r#"cerego_rate_limit_decisions_total{rule="login_ip",decision="allowed"}"#;
+        let limited = r#"cerego_rate_limit_decisions_total{rule="login_ip",decision="limited"}"#;
+        assert_eq!(app.metric(allowed).await, 3.0);
+        assert_eq!(app.metric(limited).await, 2.0);
+
+        tokio::time::sleep(A_SECOND).await;
+        let response = app.login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD })).await;
+        assert_eq!(response.status(), 200, "one request refilled");
+        tokio::time::sleep(2 * A_SECOND).await;
+        let response = app.login_json(&wrong("ada")).await;
+        assert_state(rule_state(response.headers(), "login_ip"), 3, 2, 2);
+        assert_detail(response, 401, INCORRECT).await;
+    }
+
+    async fn login_account_counts_one_name_in_any_case_and_spares_the_others(backend: Backend) {
+        let app = spawn_app_with(backend, |s| {
+            only_limits(s, &[(Rule::LoginIp, rate("100/second")), (Rule::LoginAccount, every(2, 2))]);
+        })
+        .await;
+        app.create_user("ada").await;
+
+        let first = app.login_json(&wrong("ada")).await;
+        assert_rules(&first, &["login_ip", "login_account"]);
+        assert_state(rule_state(first.headers(), "login_account"), 2, 2, 1);
+        assert_state(rule_state(first.headers(), "login_ip"), 100, 1, 99);
+        let second = app.login_json(&wrong(" ADA ")).await;
+        assert_state(rule_state(second.headers(), "login_account"), 2, 2, 0);
+        assert_detail(second, 401, INCORRECT).await;
+        let verified = app.metric(&hash_count("verify")).await;
+
+        // The right password does not help: the name's budget is spent, in any case or form.
+        let refused = app.login_form(&[("username", "Ada"), ("password", GOOD_PASSWORD)]).await;
+        let (retry, limits) = assert_refused(refused, TOO_MANY).await;
+        assert_eq!(retry, 1);
+        let names: Vec<&str> = limits.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["login_ip", "login_account"]);
+        assert_state(limits[1].1, 2, 2, 0);
+        assert_eq!(app.metric(&hash_count("verify")).await, verified, "a refused login does no bcrypt work");
+
+        // Another name has its own budget.
+        let other = app.login_json(&wrong("bob")).await;
+        assert_state(rule_state(other.headers(), "login_account"), 2, 2, 1);
+        assert_detail(other, 401, INCORRECT).await;
+        // An e-mail address is counted in its canonical form.
+        for email in ["Eve@Example.COM", "eve@example.com"] {
+            let response = app.login_json(&json!({ "email": email, "password": "not the password" })).await;
+            assert_detail(response, 401, INCORRECT).await;
+        }
+        let eve = app.login_json(&json!({ "email": " EVE@example.com", "password": "x" })).await;
+        assert_refused(eve, TOO_MANY).await;
+        assert_eq!(app.metric(&limited_series("login_account")).await, 2.0);
+        assert_eq!(app.metric(&limited_series("login_ip")).await, 0.0);
+
+        tokio::time::sleep(A_SECOND).await;
+        let response = app.login_json(&json!({ "username": "ADA", "password": GOOD_PASSWORD })).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn signup_ip_refuses_past_its_quota_without_hashing_and_recovers(backend: Backend) {
+        let app = spawn_app_with(backend, |s| only_limits(s, &[(Rule::SignupIp, every(2, 2))])).await;
+
+        for (n, name) in ["amy", "bea"].into_iter().enumerate() {
+            let response = app.signup(&format!("{name}@example.com"), name, GOOD_PASSWORD).await;
+            assert_rules(&response, &["signup_ip"]);
+            assert_state(rule_state(response.headers(), "signup_ip"), 2, 2, 1 - n as u64);
+            assert_eq!(response.status(), 201);
+        }
+        let hashed = app.metric(&hash_count("hash")).await;
+        assert_eq!(hashed, 2.0);
+
+        let refused = app.signup("cat@example.com", "cat", GOOD_PASSWORD).await;
+        let (retry, limits) = assert_refused(refused, TOO_MANY).await;
+        assert_eq!(retry, 1);
+        assert_eq!(limits.len(), 1, "{limits:?}");
+        assert_state(limits[0].1, 2, 2, 0);
+        let invalid = app.post_json("/auth/signup", &json!({ "email": 5 })).await;
+        assert_refused(invalid, TOO_MANY).await;
+        assert_eq!(app.metric(&hash_count("hash")).await, hashed, "a refused sign-up hashes nothing");
+        assert_eq!(app.db.scalar("SELECT count(*) FROM users").await, 2);
+        assert_eq!(app.metric(&limited_series("signup_ip")).await, 2.0);
+
+        // The other routes' rules are off: no fields there.
+        let login = app.login_json(&json!({ "username": "amy", "password": GOOD_PASSWORD })).await;
+        assert_no_rate_limit_fields(login.headers(), "login with its rules off");
+        assert_eq!(login.status(), 200);
+
+        tokio::time::sleep(A_SECOND).await;
+        let response = app.signup("cat@example.com", "cat", GOOD_PASSWORD).await;
+        assert_eq!(response.status(), 201, "one sign-up refilled");
+    }
+
+    async fn refresh_ip_refuses_past_its_quota_and_the_refused_token_stays_usable(backend: Backend) {
+        let app = spawn_app_with(backend, |s| only_limits(s, &[(Rule::RefreshIp, every(2, 2))])).await;
+        app.create_user("ada").await;
+        let (_, mut refresh) = app.login_pair("ada").await;
+
+        for r in [1, 0] {
+            let response = app.refresh(&refresh).await;
+            assert_rules(&response, &["refresh_ip"]);
+            assert_state(rule_state(response.headers(), "refresh_ip"), 2, 2, r);
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.expect("json");
+            refresh = body["refresh_token"].as_str().expect("rotated").to_owned();
+        }
+        let (retry, limits) = assert_refused(app.refresh(&refresh).await, TOO_MANY).await;
+        assert_eq!(retry, 1);
+        assert_eq!(limits[0].0, "refresh_ip");
+        assert_eq!(app.metric(&limited_series("refresh_ip")).await, 1.0);
+
+        tokio::time::sleep(A_SECOND).await;
+        // The refusal came before the token was looked at: it was neither used nor revoked.
+        let response = app.refresh(&refresh).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn api_user_counts_each_user_apart_across_routes(backend: Backend) {
+        let app = spawn_app_with(backend, |s| {
+            only_limits(s, &[(Rule::ApiUser, every(3, 2)), (Rule::ApiIp, rate("100/second"))]);
+        })
+        .await;
+        app.create_user("ada").await;
+        app.create_user("bob").await;
+        let ada = app.token_for("ada").await;
+        let bob = app.token_for("bob").await;
+
+        for (path, r) in [("/auth/me", 2), ("/auth/sessions", 1), ("/auth/me", 0)] {
+            let response = app.get_authed(path, &ada).await;
+            assert_rules(&response, &["api_user"]);
+            assert_state(rule_state(response.headers(), "api_user"), 3, 2, r);
+            assert_eq!(response.status(), 200, "{path}");
+        }
+        for path in ["/auth/me", "/auth/sessions", "/openapi.json", "/no/such/route"] {
+            let (retry, limits) = assert_refused(app.get_authed(path, &ada).await, TOO_MANY).await;
+            assert_eq!(retry, 1, "{path}");
+            assert_eq!(limits.len(), 1, "{path}: {limits:?}");
+            assert_eq!(limits[0].0, "api_user", "{path}");
+        }
+        let logout = app.post_authed("/auth/logout", &ada).await;
+        assert_refused(logout, TOO_MANY).await;
+
+        // Another user, and requests without a valid token, have budgets of their own.
+        let response = app.me(&bob).await;
+        assert_state(rule_state(response.headers(), "api_user"), 3, 2, 2);
+        assert_eq!(response.status(), 200);
+        for token in [None, Some("not.a.token"), Some(&ada[..ada.len() - 2])] {
+            let mut request = app.client.get(app.url("/auth/me"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("request");
+            assert_rules(&response, &["api_ip"]);
+            assert_eq!(response.status(), 401, "{token:?}");
+        }
+        assert_eq!(app.metric(&limited_series("api_user")).await, 5.0);
+
+        tokio::time::sleep(A_SECOND).await;
+        let response = app.me(&ada).await;
+        assert_eq!(response.status(), 200, "one request refilled");
+        // Ada's session was never ended: the refused logout did not run.
+        assert_eq!(app.db.scalar("SELECT count(*) FROM sessions").await, 2);
+    }
+
+    async fn api_ip_limits_unauthenticated_routes_and_never_the_probes(backend: Backend) {
+        let app = spawn_app_with(backend, |s| only_limits(s, &[(Rule::ApiIp, every(3, 2))])).await;
+        app.create_user("ada").await;
+        let ada = app.token_for("ada").await;
+
+        for (path, status, r) in [("/openapi.json", 200, 2), ("/no/such/route", 404, 1), ("/auth/me", 401, 0)] {
+            let response = app.get(path).await;
+            assert_rules(&response, &["api_ip"]);
+            assert_state(rule_state(response.headers(), "api_ip"), 3, 2, r);
+            assert_eq!(response.status(), status, "{path}");
+        }
+        for path in ["/openapi.json", "/no/such/route", "/docs/"] {
+            let (retry, limits) = assert_refused(app.get(path).await, TOO_MANY).await;
+            assert_eq!(retry, 1, "{path}");
+            assert_eq!(limits.len(), 1);
+            assert_state(limits[0].1, 3, 2, 0);
+        }
+        // The probes are never limited and carry no fields, however spent the budget.
+        for _ in 0..5 {
+            for path in ["/healthz", "/readyz", "/metrics"] {
+                let response = app.get(path).await;
+                assert_no_rate_limit_fields(response.headers(), path);
+                assert_eq!(response.status(), 200, "{path}");
+            }
+        }
+        // A request with a valid token is counted per user (here: off), not per address.
+        let me = app.me(&ada).await;
+        assert_no_rate_limit_fields(me.headers(), "api_user is off");
+        assert_eq!(me.status(), 200);
+        assert_eq!(app.metric(&limited_series("api_ip")).await, 3.0);
+
+        tokio::time::sleep(A_SECOND).await;
+        let response = app.get("/openapi.json").await;
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn a_rule_that_is_off_is_neither_checked_nor_reported(backend: Backend) {
+        let app = spawn_app_with(backend, |s| {
+            s.limits.rates.set(Rule::LoginAccount, None);
+            s.limits.rates.set(Rule::ApiIp, None);
+            s.limits.rates.set(Rule::ApiUser, every(1, 60));
+        })
+        .await;
+        app.create_user("ada").await;
+
+        let login = app.login_json(&json!({ "username": "ada", "password": GOOD_PASSWORD })).await;
+        assert_rules(&login, &["login_ip"]);
+        assert_state(rule_state(login.headers(), "login_ip"), 60, 60, 59);
+        let token = login.json::<Value>().await.expect("json")["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        for _ in 0..5 {
+            let response = app.get("/openapi.json").await;
+            assert_no_rate_limit_fields(response.headers(), "api_ip is off");
+            assert_eq!(response.status(), 200);
+        }
+        let me = app.me(&token).await;
+        assert_rules(&me, &["api_user"]);
+        assert_eq!(me.status(), 200);
+        let (retry, _) = assert_refused(app.me(&token).await, TOO_MANY).await;
+        assert!((59..=60).contains(&retry), "one request per minute: {retry}");
+        let signup = app.signup("bob@example.com", "bob", GOOD_PASSWORD).await;
+        assert_state(rule_state(signup.headers(), "signup_ip"), 100, 3600, 98);
+    }
+
+    async fn rate_limit_enabled_false_turns_every_limit_and_the_throttle_off(backend: Backend) {
+        let app = spawn_app_with(backend, |s| {
+            for rule in Rule::ALL {
+                s.limits.rates.set(rule, every(1, 3600));
+            }
+            s.limits.throttle.backoff_after = 1;
+            s.limits.throttle.account_failure_limit = 1;
+            s.limits.enabled = false;
+        })
+        .await;
+
+        let mut answers = Vec::new();
+        for name in ["amy", "bea", "cat"] {
+            answers.push(app.signup(&format!("{name}@example.com"), name, GOOD_PASSWORD).await);
+        }
+        for _ in 0..4 {
+            answers.push(app.login_json(&wrong("amy")).await);
+        }
+        let (access, mut refresh) = app.login_pair("amy").await;
+        for _ in 0..3 {
+            let response = app.refresh(&refresh).await;
+            assert_no_rate_limit_fields(response.headers(), "refresh");
+            refresh = response.json::<Value>().await.expect("json")["refresh_token"]
+                .as_str()
+                .expect("rotated")
+                .to_owned();
+        }
+        for _ in 0..3 {
+            answers.push(app.me(&access).await);
+            answers.push(app.get("/openapi.json").await);
+        }
+
+        for response in answers {
+            assert_no_rate_limit_fields(response.headers(), response.url().path());
+            assert!(
+                matches!(response.status().as_u16(), 200 | 201 | 401),
+                "{}: {}",
+                response.url().path(),
+                response.status()
+            );
+        }
+        let metrics = app.get("/metrics").await.text().await.expect("text");
+        assert!(!metrics.contains("cerego_rate_limited_total{"), "nothing was refused: {metrics}");
+        assert!(!metrics.contains("cerego_login_throttled_total{"), "{metrics}");
+    }
+
+    /// Under the documented defaults (`default_limits`, what `spawn_app` uses), a class of 40
+    /// behind one school address signs up, logs in, refreshes and looks at its account at once.
+    async fn a_classroom_of_forty_behind_one_address_gets_through_the_defaults(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let statuses = classroom(&app.client, &app.address).await;
+        assert_eq!(statuses.len(), 40);
+        assert!(statuses.iter().all(|s| *s == [201, 200, 200, 200]), "{statuses:?}");
+        assert_eq!(app.metric_total("cerego_rate_limited_total").await, 0.0);
+    }
+}
+
+/// 40 students at once, each signing up, logging in, refreshing and calling `/auth/me`; every
+/// answer carries the fields of its rules. Returns each student's statuses.
+async fn classroom(client: &reqwest::Client, address: &str) -> Vec<[u16; 4]> {
+    let mut students = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let (client, address) = (client.clone(), address.to_owned());
+        students.spawn(async move {
+            let name = format!("student{n}");
+            let signup = client
+                .post(format!("{address}/auth/signup"))
+                .json(&json!({ "email": format!("{name}@school.example"), "username": name, "password": GOOD_PASSWORD }))
+                .send()
+                .await
+                .expect("signup");
+            assert_eq!(rule_names(signup.headers()), ["signup_ip"]);
+            let signed_up = signup.status().as_u16();
+            let login = client
+                .post(format!("{address}/auth/login"))
+                .form(&[("username", name.as_str()), ("password", GOOD_PASSWORD)])
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(rule_names(login.headers()), ["login_ip", "login_account"]);
+            let logged_in = login.status().as_u16();
+            let body: Value = login.json().await.expect("json");
+            let refreshed = client
+                .post(format!("{address}/auth/refresh"))
+                .json(&json!({ "refresh_token": body["refresh_token"] }))
+                .send()
+                .await
+                .expect("refresh");
+            assert_eq!(rule_names(refreshed.headers()), ["refresh_ip"]);
+            let me = client
+                .get(format!("{address}/auth/me"))
+                .bearer_auth(body["access_token"].as_str().unwrap_or_default())
+                .send()
+                .await
+                .expect("me");
+            assert_eq!(rule_names(me.headers()), ["api_user"]);
+            [signed_up, logged_in, refreshed.status().as_u16(), me.status().as_u16()]
+        });
+    }
+    students.join_all().await
+}
+
+/// The same class against the real binary started with no `RATE_LIMIT_*`, `LOGIN_*` or
+/// `TRUSTED_PROXIES` variable at all: the shipped defaults, whatever the tests' copy says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classroom_of_forty_gets_through_the_binary_s_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("cerego.db").display());
+    let server = crate::faults::Cerego::start(&url);
+    let client = reqwest::Client::new();
+
+    let statuses = classroom(&client, &server.address).await;
+
+    assert!(
+        statuses.iter().all(|s| *s == [201, 200, 200, 200]),
+        "{statuses:?}"
+    );
+    let metrics = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric_total_in(&metrics, "cerego_rate_limited_total"),
+        0.0,
+        "{metrics}"
+    );
+    let probe = client
+        .get(format!("{}/openapi.json", server.address))
+        .send()
+        .await
+        .expect("openapi");
+    let limits = rate_limits(probe.headers());
+    assert_eq!(limits.len(), 1, "the defaults are on: {limits:?}");
+    assert_eq!(
+        (limits[0].1.q, limits[0].1.w),
+        (300, 60),
+        "RATE_LIMIT_API_IP defaults to 300/minute"
+    );
+}
