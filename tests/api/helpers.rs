@@ -633,7 +633,7 @@ fn limit_items(headers: &HeaderMap, field: &str) -> Vec<(String, BTreeMap<String
 }
 
 /// The rules an answer reports in `RateLimit-Policy` and `RateLimit`, in order. Both fields name
-/// the same rules in the same order, each with exactly `q`, `w` and `r`, `t`.
+/// the same rules in the same order, each policy with `q` and `w`, each state with `r` and `t`.
 pub fn rate_limits(headers: &HeaderMap) -> Vec<(String, RuleState)> {
     let policies = limit_items(headers, "ratelimit-policy");
     let states = limit_items(headers, "ratelimit");
@@ -649,14 +649,16 @@ pub fn rate_limits(headers: &HeaderMap) -> Vec<(String, RuleState)> {
         .into_iter()
         .zip(states)
         .map(|((name, policy), (_, state))| {
-            let keys = |m: &BTreeMap<String, u64>| m.keys().cloned().collect::<Vec<_>>();
-            assert_eq!(keys(&policy), ["q", "w"], "{name}: {headers:?}");
-            assert_eq!(keys(&state), ["r", "t"], "{name}: {headers:?}");
+            let param = |items: &BTreeMap<String, u64>, key: &str| {
+                *items
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{name}: no {key} in {headers:?}"))
+            };
             let state = RuleState {
-                q: policy["q"],
-                w: policy["w"],
-                r: state["r"],
-                t: state["t"],
+                q: param(&policy, "q"),
+                w: param(&policy, "w"),
+                r: param(&state, "r"),
+                t: param(&state, "t"),
             };
             assert!(
                 state.r < state.q,

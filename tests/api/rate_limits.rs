@@ -125,6 +125,10 @@ db_tests! {
         assert_state(limits[1].1, 2, 2, 0);
         assert_eq!(app.metric(&hash_count("verify")).await, verified, "a refused login does no bcrypt work");
 
+        // A body that does not parse names no account: only the address is counted.
+        let unparsed = app.login_json(&json!({ "password": "no name" })).await;
+        assert_rules(&unparsed, &["login_ip"]);
+        assert_eq!(unparsed.status(), 422);
         // Another name has its own budget.
         let other = app.login_json(&wrong("bob")).await;
         assert_state(rule_state(other.headers(), "login_account"), 2, 2, 1);
