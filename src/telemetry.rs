@@ -347,6 +347,7 @@ mod tests {
             request_id: "abc-1".to_owned(),
             method: "POST".to_owned(),
             route: "/auth/login".to_owned(),
+            client_ip: "192.0.2.7".to_owned(),
         };
         in_request(context, async {
             tokio::task::yield_now().await;
@@ -362,7 +363,10 @@ mod tests {
             .collect();
         assert_eq!(
             logged[0]["span"],
-            json!({ "name": "request", "request_id": "abc-1", "method": "POST", "route": "/auth/login" })
+            json!({
+                "name": "request", "request_id": "abc-1", "method": "POST",
+                "route": "/auth/login", "client_ip": "192.0.2.7"
+            })
         );
         assert_eq!(logged[0]["user_id"], 7);
         assert!(logged[1].get("span").is_none());
