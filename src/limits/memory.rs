@@ -116,7 +116,7 @@ impl MemoryStore {
         u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    fn gcra_at(&self, key: &str, rate: Rate, now: u64) -> GcraOutcome {
+    pub(super) fn gcra_at(&self, key: &str, rate: Rate, now: u64) -> GcraOutcome {
         let mut shard = self.lock(self.shard_of(key));
         let tat = match shard.live(key, now) {
             Some(Value::Tat(tat)) => Some(tat),
@@ -129,7 +129,7 @@ impl MemoryStore {
         step.outcome
     }
 
-    fn login_attempt_at(
+    pub(super) fn login_attempt_at(
         &self,
         pair_key: &str,
         account_key: &str,
