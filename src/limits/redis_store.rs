@@ -196,7 +196,8 @@ impl RedisStore {
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(anyhow!(err).context(format!("Redis at {}", self.address))),
+            // The client's error repeats its cause in its own message: its text says it all.
+            Ok(Err(err)) => Err(anyhow!("Redis at {}: {err}", self.address)),
             Err(_) => Err(anyhow!(
                 "Redis at {} did not answer within {} ms",
                 self.address,

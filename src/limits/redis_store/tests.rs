@@ -437,6 +437,8 @@ async fn a_silent_redis_costs_the_timeout_once_per_period() {
 /// A `redis-server` of this test's own, on a port it picked.
 struct PrivateRedis {
     port: u16,
+    /// `requirepass`, if any.
+    password: Option<&'static str>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -444,12 +446,17 @@ struct PrivateRedis {
 impl PrivateRedis {
     /// Starts one on a free port; `None` (after the notice) without a `redis-server` binary.
     async fn start() -> Option<Self> {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(password: Option<&'static str>) -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let mut server = Self {
             port,
+            password,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
         };
@@ -465,13 +472,21 @@ impl PrivateRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(password) = self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -749,4 +764,84 @@ async fn the_scripts_repeat_the_rust_arithmetic_exactly() {
         allowed > 100 && refused > 100,
         "{allowed} allowed, {refused} refused"
     );
+}
+
+/// Log lines, as the service's subscriber would write them, captured.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_logged_once_with_its_end_and_never_the_password() {
+    let Some(mut server) = PrivateRedis::start_with(Some("s3cret-pw")).await else {
+        return;
+    };
+    let captured = Captured::default();
+    // Every level of every crate (the Redis client's own lines too).
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let store = RedisStore::new(&secret(&server.url()), Duration::from_millis(250)).expect("url");
+    assert!(store.gcra("k", rate(5, 60)).await.expect("up").allowed);
+    server.kill();
+    for _ in 0..20 {
+        // What the limiter does with each failure.
+        let err = store.gcra("k", rate(5, 60)).await.expect_err("down");
+        store.outage(&err, true);
+    }
+    server.restart().await;
+    let back = Instant::now();
+    while store.gcra("k", rate(5, 60)).await.is_err() {
+        assert!(back.elapsed() < OPEN_FOR * 3, "not recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.gcra("k", rate(5, 60)).await.is_ok());
+
+    let text = captured.text();
+    assert!(!text.contains("s3cret-pw"), "the password leaked:\n{text}");
+    let unavailable: Vec<_> = text
+        .lines()
+        .filter(|line| line.contains("rate-limit store unavailable"))
+        .collect();
+    assert_eq!(unavailable.len(), 1, "{text}");
+    assert!(unavailable[0].contains("WARN"), "{text}");
+    let address = format!("redis=\"127.0.0.1:{}\"", server.port);
+    assert!(unavailable[0].contains(&address), "{text}");
+    assert!(
+        unavailable[0].contains("error=\"Redis at 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(unavailable[0].contains("requests are admitted"), "{text}");
+    let answering: Vec<_> = text
+        .lines()
+        .filter(|line| line.contains("rate-limit store answering again"))
+        .collect();
+    assert_eq!(answering.len(), 1, "{text}");
+    assert!(answering[0].contains("unreported_failures=19"), "{text}");
 }
