@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script};
+use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::gcra::{Gcra, micros};
@@ -103,17 +103,12 @@ impl RedisStore {
     /// Takes one request from `key`'s budget at `rate` if it fits.
     pub async fn gcra(&self, key: &str, rate: Rate) -> Result<GcraOutcome, StoreError> {
         let gcra = Gcra::new(rate);
-        let key = self.key(key);
-        let reply: Vec<i64> = self
-            .call(async |conn| {
-                gcra_script()
-                    .key(&key)
-                    .arg(gcra.interval_us)
-                    .arg(gcra.tolerance_us)
-                    .invoke_async(conn)
-                    .await
-            })
-            .await?;
+        let mut invocation = gcra_script().prepare_invoke();
+        invocation
+            .key(self.key(key))
+            .arg(gcra.interval_us)
+            .arg(gcra.tolerance_us);
+        let reply: Vec<i64> = self.call(&Op::Script(invocation)).await?;
         gcra_outcome(&reply).map_err(StoreError)
     }
 
@@ -125,20 +120,15 @@ impl RedisStore {
         settings: &ThrottleSettings,
     ) -> Result<Option<Throttled>, StoreError> {
         let params = Params::new(settings);
-        let (pair, account) = (self.key(pair), self.key(account));
-        let reply: Vec<i64> = self
-            .call(async |conn| {
-                login_script()
-                    .key(&pair)
-                    .key(&account)
-                    .arg(params.after)
-                    .arg(params.max_secs)
-                    .arg(params.limit)
-                    .arg(params.window_us)
-                    .invoke_async(conn)
-                    .await
-            })
-            .await?;
+        let mut invocation = login_script().prepare_invoke();
+        invocation
+            .key(self.key(pair))
+            .key(self.key(account))
+            .arg(params.after)
+            .arg(params.max_secs)
+            .arg(params.limit)
+            .arg(params.window_us);
+        let reply: Vec<i64> = self.call(&Op::Script(invocation)).await?;
         throttle_outcome(&reply).map_err(StoreError)
     }
 
@@ -147,10 +137,11 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
-        self.call(async |conn| redis::cmd("DEL").arg(&keys).query_async::<i64>(conn).await)
-            .await
-            .map(drop)
+        let mut del = redis::cmd("DEL");
+        for key in keys {
+            del.arg(self.key(key));
+        }
+        self.call::<i64>(&Op::Command(del)).await.map(drop)
     }
 
     /// Records a failed call (this store's or one it skipped): logged at once if no line went out
@@ -162,7 +153,7 @@ impl RedisStore {
     /// `PING`, through the same path as every call.
     #[cfg(test)]
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(async |conn| redis::cmd("PING").query_async::<String>(conn).await)
+        self.call::<String>(&Op::Command(redis::cmd("PING")))
             .await
             .map(drop)
     }
@@ -174,10 +165,7 @@ impl RedisStore {
     /// Runs `op` on the connection within the timeout, unless the breaker is open; retries it
     /// once if the connection turned out broken (the manager is reconnecting then, and the retry
     /// waits for the new connection).
-    async fn call<T>(
-        &self,
-        op: impl AsyncFn(&mut ConnectionManager) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    async fn call<T: FromRedisValue>(&self, op: &Op<'_>) -> Result<T, StoreError> {
         let permit = self.breaker.admit(Instant::now()).map_err(|last| {
             StoreError(anyhow!(
                 "Redis at {} not asked: it failed less than {} ms ago ({last})",
@@ -187,9 +175,9 @@ impl RedisStore {
         })?;
         let mut conn = self.manager().map_err(StoreError)?;
         let attempt = async {
-            match op(&mut conn).await {
+            match op.run(&mut conn).await {
                 Err(err) if err.is_unrecoverable_error() || err.is_io_error() => {
-                    op(&mut conn).await
+                    op.run(&mut conn).await
                 }
                 other => other,
             }
@@ -231,6 +219,23 @@ impl RedisStore {
             .context("setting up the Redis connection")?;
         // Two first calls at once: one manager wins, the other is dropped unused.
         Ok(self.manager.get_or_init(|| manager).clone())
+    }
+}
+
+/// One request to Redis (kept, so that it can be sent again on a new connection).
+enum Op<'a> {
+    /// A script (`EVALSHA`, and `EVAL` if the server does not know it).
+    Script(ScriptInvocation<'a>),
+    /// A plain command.
+    Command(redis::Cmd),
+}
+
+impl Op<'_> {
+    async fn run<T: FromRedisValue>(&self, conn: &mut ConnectionManager) -> RedisResult<T> {
+        match self {
+            Self::Script(invocation) => invocation.invoke_async(conn).await,
+            Self::Command(command) => command.query_async(conn).await,
+        }
     }
 }
 

@@ -110,6 +110,115 @@ fn new_fails_only_on_a_malformed_url_and_connects_lazily() {
     assert!(store.manager.get().is_none());
 }
 
+/// The stores' futures can run on any worker thread (an axum middleware needs that).
+#[test]
+fn the_store_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let store =
+        RedisStore::new(&secret("redis://127.0.0.1:1"), Duration::from_millis(1)).expect("url");
+    let settings = throttle(5, 100);
+    send(&store.gcra("k", rate(1, 1)));
+    send(&store.login_attempt("p", "a", &settings));
+    send(&store.clear(&[]));
+    let store = crate::limits::store::Store::memory();
+    send(&store.gcra("k", rate(1, 1)));
+    send(&store.login_attempt("p", "a", &settings));
+    send(&store.clear(&[]));
+    let limiter = limiter(Some("redis://127.0.0.1:1"), true);
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    send(&limiter.check(crate::limits::Rule::LoginIp, "k"));
+    send(&limiter.login_attempt("a", ip));
+    send(&limiter.login_succeeded(&["a"], ip));
+}
+
+/// A limiter with small limits on `redis_url` (memory without), failing open or not.
+fn limiter(redis_url: Option<&str>, fail_open: bool) -> crate::limits::Limiter {
+    use crate::limits::Rule;
+    let mut rates = crate::config::Rates::default();
+    rates.set(Rule::LoginIp, Some(rate(2, 60)));
+    let settings = crate::config::LimitSettings {
+        enabled: true,
+        rates,
+        redis_url: redis_url.map(secret),
+        redis_timeout: Duration::from_millis(250),
+        fail_open,
+        throttle: throttle(1, 100),
+    };
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new("sqlite"));
+    crate::limits::Limiter::new(&settings, &unique_prefix("limiter").into_bytes(), metrics)
+        .expect("limiter")
+}
+
+#[tokio::test]
+async fn the_limiter_on_either_store_and_on_a_dead_redis() {
+    use crate::limits::Rule;
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let mut stores = vec![limiter(None, true)];
+    if shared_store("limiter").await.is_some() {
+        stores.push(limiter(Some(SHARED_URL), true));
+    }
+    for limiter in &stores {
+        let name = limiter.store_name();
+        let first = limiter
+            .check(Rule::LoginIp, "k")
+            .await
+            .expect("up")
+            .expect("on");
+        assert!(first.allowed && first.remaining == 1, "{name}");
+        assert!(
+            limiter
+                .check(Rule::LoginIp, "k")
+                .await
+                .expect("up")
+                .expect("on")
+                .allowed
+        );
+        let refused = limiter
+            .check(Rule::LoginIp, "k")
+            .await
+            .expect("up")
+            .expect("on");
+        assert!(!refused.allowed, "{name}");
+        assert!(refused.retry_after > Duration::from_secs(29), "{name}");
+        assert_eq!(
+            limiter.check(Rule::SignupIp, "k").await.expect("up"),
+            None,
+            "off"
+        );
+        assert_eq!(
+            limiter.login_attempt("ada", ip).await.expect("up"),
+            Ok(()),
+            "{name}"
+        );
+        let throttled = limiter
+            .login_attempt("ada", ip)
+            .await
+            .expect("up")
+            .expect_err("backoff");
+        assert_eq!(throttled.scope, ThrottleScope::AccountIp, "{name}");
+        limiter.login_succeeded(&["ada"], ip).await;
+        assert_eq!(
+            limiter.login_attempt("ada", ip).await.expect("up"),
+            Ok(()),
+            "{name}"
+        );
+    }
+    // Redis dead: admitted without a decision, or refused.
+    let open = limiter(Some("redis://127.0.0.1:1"), true);
+    assert_eq!(
+        open.check(Rule::LoginIp, "k").await.expect("fail open"),
+        None
+    );
+    assert_eq!(
+        open.login_attempt("ada", ip).await.expect("fail open"),
+        Ok(())
+    );
+    open.login_succeeded(&["ada"], ip).await;
+    let closed = limiter(Some("redis://127.0.0.1:1"), false);
+    assert!(closed.check(Rule::LoginIp, "k").await.is_err());
+    assert!(closed.login_attempt("ada", ip).await.is_err());
+}
+
 #[test]
 fn script_replies_are_checked() {
     assert_eq!(
@@ -631,19 +740,13 @@ async fn a_restarted_redis_is_used_again_even_after_script_flush() {
 /// The GCRA script with its clock set to `now`.
 async fn gcra_at(store: &RedisStore, key: &str, rate: Rate, now: u64) -> GcraOutcome {
     let gcra = Gcra::new(rate);
-    let key = store.key(key);
-    let reply: Vec<i64> = store
-        .call(async |conn| {
-            gcra_script()
-                .key(&key)
-                .arg(gcra.interval_us)
-                .arg(gcra.tolerance_us)
-                .arg(now)
-                .invoke_async(conn)
-                .await
-        })
-        .await
-        .expect("redis");
+    let mut invocation = gcra_script().prepare_invoke();
+    invocation
+        .key(store.key(key))
+        .arg(gcra.interval_us)
+        .arg(gcra.tolerance_us)
+        .arg(now);
+    let reply: Vec<i64> = store.call(&Op::Script(invocation)).await.expect("redis");
     gcra_outcome(&reply).expect("reply")
 }
 
@@ -655,22 +758,16 @@ async fn login_at(
     params: Params,
     now: u64,
 ) -> Option<Throttled> {
-    let (pair, account) = (store.key(pair), store.key(account));
-    let reply: Vec<i64> = store
-        .call(async |conn| {
-            login_script()
-                .key(&pair)
-                .key(&account)
-                .arg(params.after)
-                .arg(params.max_secs)
-                .arg(params.limit)
-                .arg(params.window_us)
-                .arg(now)
-                .invoke_async(conn)
-                .await
-        })
-        .await
-        .expect("redis");
+    let mut invocation = login_script().prepare_invoke();
+    invocation
+        .key(store.key(pair))
+        .key(store.key(account))
+        .arg(params.after)
+        .arg(params.max_secs)
+        .arg(params.limit)
+        .arg(params.window_us)
+        .arg(now);
+    let reply: Vec<i64> = store.call(&Op::Script(invocation)).await.expect("redis");
     throttle_outcome(&reply).expect("reply")
 }
 
