@@ -17,6 +17,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::http::serve::{self, ConnectionLimits};
 use crate::http::{self, AppState};
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::secret_file;
@@ -31,6 +32,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     connections: ConnectionLimits,
     purge_interval: Duration,
+    limiter: Arc<Limiter>,
 }
 
 impl App {
@@ -57,12 +59,26 @@ impl App {
             None => secret_file::load_or_create(sqlite_file.as_deref())?,
         };
         let metrics = Arc::new(Metrics::new(db.kind()));
+        let limiter = Arc::new(
+            Limiter::new(
+                &settings.limits,
+                &limiter_key(&secret),
+                metrics.clone(),
+            )
+            .context("invalid REDIS_URL")?,
+        );
+        if !settings.limits.enabled {
+            tracing::warn!(
+                "RATE_LIMIT_ENABLED=false: no rate limit and no login throttle applies"
+            );
+        }
         let auth = Auth::new(
             db.clone(),
             PasswordHasher::new(settings.bcrypt_cost, settings.hash_queue, metrics.clone()),
             TokenKeys::new(&settings.jwt, &secret),
             settings.sessions,
             metrics.clone(),
+            limiter.clone(),
         )
         .with_clock(clock);
         let auth = Arc::new(auth);
@@ -70,9 +86,11 @@ impl App {
             auth: auth.clone(),
             metrics: metrics.clone(),
             readiness: Readiness::new(db.clone(), settings.database.acquire_timeout),
+            limiter: limiter.clone(),
         };
         let router = http::router(
             state,
+            settings.trusted_proxies.clone(),
             settings.request_timeout,
             settings.http.body_read_timeout,
         );
@@ -90,6 +108,7 @@ impl App {
             metrics,
             connections,
             purge_interval: settings.sessions.purge_interval,
+            limiter,
         })
     }
 
@@ -107,6 +126,7 @@ impl App {
         tracing::info!(address = %self.local_addr()?, database = self.db.kind(), "listening");
         let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
         let reap = tokio::spawn(close_idle_connections(self.db.clone()));
+        let sweep = tokio::spawn(sweep_limits(self.limiter.clone()));
         serve::serve(
             self.listener,
             self.router,
@@ -117,9 +137,34 @@ impl App {
         .await;
         purge.abort();
         reap.abort();
+        sweep.abort();
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The key of the HMAC that names rate-limit keys: derived from the token-signing secret, so
+/// every replica (which must share that secret) names the same client the same way, and nobody
+/// without the secret can tell from a Redis key which IP or login name it counts.
+fn limiter_key(secret: &SecretString) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    use secrecy::ExposeSecret;
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+    else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(b"cerego rate-limit keys v1");
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Drops expired in-memory rate-limit entries once a minute.
+async fn sweep_limits(limiter: Arc<Limiter>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        limiter.sweep();
     }
 }
 

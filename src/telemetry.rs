@@ -43,6 +43,8 @@ pub struct RequestContext {
     pub method: String,
     /// The route template (`/auth/me`), or `unmatched`.
     pub route: String,
+    /// The client's IP address, as rate limits and sessions see it.
+    pub client_ip: String,
 }
 
 tokio::task_local! {
@@ -112,6 +114,8 @@ where
                 json_string(&mut out, &request.method)?;
                 out.write_str(",\"route\":")?;
                 json_string(&mut out, &request.route)?;
+                out.write_str(",\"client_ip\":")?;
+                json_string(&mut out, &request.client_ip)?;
                 out.write_char('}')
             })
             .unwrap_or(Ok(()))?;
@@ -237,7 +241,13 @@ where
         SystemTime.format_time(&mut out)?;
         write!(out, " {:>5} ", meta.level())?;
         REQUEST
-            .try_with(|r| write!(out, "{} {} [{}] ", r.method, r.route, r.request_id))
+            .try_with(|r| {
+                write!(
+                    out,
+                    "{} {} [{} {}] ",
+                    r.method, r.route, r.request_id, r.client_ip
+                )
+            })
             .unwrap_or(Ok(()))?;
         write!(out, "{}: ", meta.target())?;
         ctx.field_format().format_fields(out.by_ref(), event)?;
@@ -337,6 +347,7 @@ mod tests {
             request_id: "abc-1".to_owned(),
             method: "POST".to_owned(),
             route: "/auth/login".to_owned(),
+            client_ip: "192.0.2.7".to_owned(),
         };
         in_request(context, async {
             tokio::task::yield_now().await;
@@ -352,7 +363,10 @@ mod tests {
             .collect();
         assert_eq!(
             logged[0]["span"],
-            json!({ "name": "request", "request_id": "abc-1", "method": "POST", "route": "/auth/login" })
+            json!({
+                "name": "request", "request_id": "abc-1", "method": "POST",
+                "route": "/auth/login", "client_ip": "192.0.2.7"
+            })
         );
         assert_eq!(logged[0]["user_id"], 7);
         assert!(logged[1].get("span").is_none());

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::config::SessionSettings;
 use crate::domain::{Email, NewPassword, NewUser, UniqueField, User, UserId};
+use crate::limits::{self, Limiter};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError};
 use clock::{Clock, SystemClock};
@@ -42,6 +43,9 @@ pub enum AuthError {
     /// The database is not answering (the store's cause, for the log only).
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The login throttle refused the attempt; retry after this long.
+    #[error("login throttled")]
+    Throttled(std::time::Duration),
     /// Too many logins and sign-ups are waiting for a hashing slot.
     #[error("password hashing is saturated")]
     Busy,
@@ -81,6 +85,15 @@ pub enum LoginName {
     UsernameOrEmail(String),
 }
 
+impl LoginName {
+    /// The name as the client typed it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Email(name) | Self::UsernameOrEmail(name) => name,
+        }
+    }
+}
+
 /// The auth service: storage, hashing and token keys together.
 #[derive(Debug)]
 pub struct Auth {
@@ -90,6 +103,8 @@ pub struct Auth {
     sessions: SessionSettings,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// Rate limits and the login throttle.
+    limiter: Arc<Limiter>,
     /// E-mail addresses and usernames with a sign-up in flight.
     signups: flight::InFlight,
 }
@@ -102,6 +117,7 @@ impl Auth {
         tokens: TokenKeys,
         sessions: SessionSettings,
         metrics: Arc<Metrics>,
+        limiter: Arc<Limiter>,
     ) -> Self {
         Self {
             db,
@@ -110,6 +126,7 @@ impl Auth {
             sessions,
             metrics,
             clock: Arc::new(SystemClock),
+            limiter,
             signups: flight::InFlight::default(),
         }
     }
@@ -118,6 +135,17 @@ impl Auth {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The user an access token speaks for, if its signature and claims are good (no database:
+    /// whether its session is still active is not checked). For keying per-user rate limits.
+    pub fn token_user(&self, token: &str) -> Option<UserId> {
+        self.tokens.verify(token, self.clock.unix_now()).ok().map(|c| c.user)
+    }
+
+    /// Rate limits and the login throttle.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// Creates an account. Duplicates are caught before hashing (cheap) and again by the unique
@@ -153,8 +181,25 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<Tokens, AuthError> {
         // First a place in the hashing queue: a saturated service answers at once, without
-        // a database query.
+        // a database query (and without counting the attempt against the account).
         let admission = self.hasher.admit().await?;
+        // Then the brute-force throttle, before any lookup or password check. It keys on the
+        // name as typed, so its answer is the same for known and unknown accounts.
+        let account = limits::login_key(name.as_str());
+        if let Some(ip) = client.ip {
+            match self.limiter.login_attempt(&account, ip).await {
+                Ok(Ok(())) => {}
+                Ok(Err(throttled)) => {
+                    tracing::info!(
+                        scope = throttled.scope.name(),
+                        retry_after_secs = throttled.retry_after.as_secs_f64().ceil(),
+                        "login throttled"
+                    );
+                    return Err(AuthError::Throttled(throttled.retry_after));
+                }
+                Err(unavailable) => return Err(AuthError::Unavailable(unavailable.into())),
+            }
+        }
         let credentials = match &name {
             LoginName::Email(raw) => self.by_email(raw).await?,
             LoginName::UsernameOrEmail(raw) if raw.contains('@') => self.by_email(raw).await?,
@@ -181,6 +226,9 @@ impl Auth {
             (true, Some(user_id)) => {
                 self.metrics.record_login(LoginOutcome::Success);
                 tracing::info!(user_id = user_id.get(), "login succeeded");
+                if let Some(ip) = client.ip {
+                    self.limiter.login_succeeded(&[&account], ip).await;
+                }
                 self.open_session(user_id, client).await
             }
             _ => {

@@ -31,8 +31,8 @@ impl std::fmt::Debug for AccessToken {
 pub struct ClientInfo {
     /// `User-Agent`.
     pub user_agent: Option<String>,
-    /// The peer address.
-    pub ip: Option<String>,
+    /// The client's address (the TCP peer, or as trusted proxies forwarded it).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// A verified access token whose session is active, and its user.
@@ -95,12 +95,13 @@ impl Auth {
         };
         let expires_at = now.saturating_add(secs(self.sessions.lifetime));
         let user_agent = client.user_agent.as_deref().map(|ua| cut(ua, 512));
+        let ip = client.ip.map(|ip| ip.to_string());
         let new = NewSession {
             user,
             now,
             expires_at,
             user_agent,
-            ip: client.ip.as_deref(),
+            ip: ip.as_deref(),
         };
         let session = self.db.create_session(&new, &record).await?;
         tracing::info!(

@@ -1,6 +1,8 @@
 //! [`ApiError`]: every error the API returns, mapped to its status and FastAPI-shaped body here
 //! and nowhere else.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +19,11 @@ pub const BAD_LOGIN: &str = "Incorrect username or password";
 pub const BAD_TOKEN: &str = "Could not validate credentials";
 /// The body of a 401 from `/auth/refresh`, whatever was wrong with the refresh token.
 pub const BAD_REFRESH: &str = "Invalid refresh token";
+
+/// The body of a 429 from a rate limit.
+pub const TOO_MANY_REQUESTS: &str = "Too many requests";
+/// The body of a 429 from the login throttle (the same for known and unknown accounts).
+pub const TOO_MANY_FAILED_LOGINS: &str = "Too many failed login attempts";
 
 /// `WWW-Authenticate` when no credentials were sent (RFC 6750 §3.1: then no error code), and on
 /// the 401s of login and refresh.
@@ -92,6 +99,19 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 429 `Too many requests` with `Retry-After`: a rate limit's budget is spent.
+    #[error("rate limited")]
+    TooManyRequests {
+        /// Until the request would fit.
+        retry_after: Duration,
+    },
+    /// 429 `Too many failed login attempts` with `Retry-After`: the login throttle refused the
+    /// attempt before any password check.
+    #[error("login throttled")]
+    LoginThrottled {
+        /// Until an attempt is allowed again.
+        retry_after: Duration,
+    },
     /// 503 with `Retry-After`: too many password hashes are waiting.
     #[error("service busy")]
     Busy,
@@ -121,6 +141,7 @@ impl From<AuthError> for ApiError {
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
             AuthError::Unavailable(source) => Self::Unavailable(source),
             AuthError::Busy => Self::Busy,
+            AuthError::Throttled(retry_after) => Self::LoginThrottled { retry_after },
             AuthError::Unexpected(source) => Self::Unexpected(source),
         }
     }
@@ -164,6 +185,10 @@ impl IntoResponse for ApiError {
             Self::NotFound(detail) => detail_response(StatusCode::NOT_FOUND, detail),
             Self::Conflict(detail) => detail_response(StatusCode::CONFLICT, detail),
             Self::PayloadTooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::TooManyRequests { retry_after } => {
+                too_many(TOO_MANY_REQUESTS, retry_after)
+            }
+            Self::LoginThrottled { retry_after } => too_many(TOO_MANY_FAILED_LOGINS, retry_after),
             Self::Busy => {
                 let mut response = detail_response(StatusCode::SERVICE_UNAVAILABLE, "Service busy");
                 response
@@ -182,6 +207,14 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+fn too_many(detail: &str, wait: Duration) -> Response {
+    let mut response = detail_response(StatusCode::TOO_MANY_REQUESTS, detail);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, super::rate_limit::retry_after(wait));
+    response
 }
 
 fn plain(status: StatusCode) -> Response {

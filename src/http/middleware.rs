@@ -19,7 +19,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use super::AppState;
+use super::client_ip::{ClientIp, resolve_client_ip};
 use super::error::{detail_for, detail_response};
+use super::rate_limit;
+use crate::config::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, RequestContext};
 
@@ -28,18 +32,36 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The settings the stack enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `REQUEST_TIMEOUT_SECS`.
+    pub request_timeout: Duration,
+    /// `HTTP_BODY_READ_TIMEOUT_SECS`.
+    pub body_read_timeout: Duration,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: Arc<TrustedProxies>,
+}
+
 /// Applies the stack to `routes` (outermost layer first).
-pub fn wrap(
-    routes: Router,
-    request_timeout: Duration,
-    body_read_timeout: Duration,
-    metrics: Arc<Metrics>,
-) -> Router {
+pub fn wrap(routes: Router, limits: Limits, state: AppState) -> Router {
+    let Limits {
+        request_timeout,
+        body_read_timeout,
+        trusted_proxies,
+    } = limits;
     let stack = ServiceBuilder::new()
         .map_request(drop_unsafe_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted_proxies,
+            resolve_client_ip,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            observe,
+        ))
         .layer(axum::middleware::map_response(json_error_bodies))
         .layer(axum::middleware::from_fn(refuse_oversized_head))
         .layer(axum::middleware::from_fn_with_state(
@@ -53,6 +75,9 @@ pub fn wrap(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
+        // Inside `observe`, so a 429 is logged and counted like any answer, and inside the
+        // timeout, so a slow limit store is bounded by the request's deadline as well as its own.
+        .layer(axum::middleware::from_fn_with_state(state, rate_limit::limit))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
     routes.layer(stack)
 }
@@ -108,6 +133,10 @@ async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) 
             .to_owned(),
         method: req.method().as_str().to_owned(),
         route: route.clone(),
+        client_ip: req
+            .extensions()
+            .get::<ClientIp>()
+            .map_or_else(String::new, |ip| ip.0.to_string()),
     };
     telemetry::in_request(context, async move {
         let method = req.method().clone();

@@ -1,10 +1,12 @@
 //! The HTTP surface: routes, middleware, the OpenAPI description and the mapping of errors to
 //! responses. This is the only module that knows axum.
 
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 mod middleware;
 pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 pub mod serve;
 pub mod timestamp;
@@ -18,6 +20,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Auth;
+use crate::config::TrustedProxies;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
@@ -30,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether the database answers, for `/readyz`, and the pool's state, for `/metrics`.
     pub readiness: Readiness,
+    /// Rate limits and the login throttle (the same one the auth service holds).
+    pub limiter: Arc<Limiter>,
 }
 
 /// Every API route, each registered together with its OpenAPI description.
@@ -49,13 +55,26 @@ pub fn api() -> OpenApiRouter<AppState> {
 }
 
 /// The whole service: the API, its documentation and the middleware.
-pub fn router(state: AppState, request_timeout: Duration, body_read_timeout: Duration) -> Router {
-    let metrics = state.metrics.clone();
+pub fn router(
+    state: AppState,
+    trusted_proxies: TrustedProxies,
+    request_timeout: Duration,
+    body_read_timeout: Duration,
+) -> Router {
     let (api, mut description) = api().split_for_parts();
     openapi::add_links(&mut description);
+    openapi::add_rate_limit_responses(&mut description);
     let routes = api
-        .with_state(state)
+        .with_state(state.clone())
         .merge(routes::docs::router(description))
         .fallback(middleware::not_found);
-    middleware::wrap(routes, request_timeout, body_read_timeout, metrics)
+    middleware::wrap(
+        routes,
+        middleware::Limits {
+            request_timeout,
+            body_read_timeout,
+            trusted_proxies: Arc::new(trusted_proxies),
+        },
+        state,
+    )
 }

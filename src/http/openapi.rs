@@ -152,6 +152,101 @@ fn token_pair_links() -> [(&'static str, Link); 5] {
     ]
 }
 
+/// Routes no rate limit applies to (see `rate_limit::ROUTES`).
+const UNLIMITED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Documents the answers every rate-limited operation can give: 429 with `Retry-After` (a rate
+/// limit, or on login the brute-force throttle) and, when the limit store is down and
+/// `RATE_LIMIT_FAIL_OPEN` is false, 503. Added here rather than on each handler, because every
+/// operation but the probes is limited.
+pub fn add_rate_limit_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let header = |kind: Type, description: &str| {
+        HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(kind)))
+            .description(Some(description))
+            .build()
+    };
+    let content = |example: serde_json::Value| {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorDetail")))
+            .example(Some(example))
+            .build()
+    };
+    for (path, item) in &mut openapi.paths.paths {
+        if UNLIMITED.contains(&path.as_str()) {
+            continue;
+        }
+        let login = path == "/auth/login";
+        let operations = [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.patch.as_mut(),
+            item.delete.as_mut(),
+        ];
+        for operation in operations.into_iter().flatten() {
+            let description = if login {
+                "Too many requests from this client IP or for this login name (`Too many \
+                 requests`), or too many failed logins for this account (`Too many failed login \
+                 attempts`, the same answer for unknown accounts); wait `Retry-After` seconds"
+            } else {
+                "Too many requests: this rate limit's budget is spent; wait `Retry-After` seconds"
+            };
+            let too_many = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    content(json!({ "detail": "Too many requests" })),
+                )
+                .header(
+                    "retry-after",
+                    header(Type::Integer, "Seconds to wait, at least 1"),
+                )
+                .header(
+                    "ratelimit-policy",
+                    header(
+                        Type::String,
+                        "The rate limits of this operation, e.g. `\"login_ip\";q=60;w=60` \
+                         (draft-ietf-httpapi-ratelimit-headers; also on its other answers)",
+                    ),
+                )
+                .header(
+                    "ratelimit",
+                    header(
+                        Type::String,
+                        "What is left of each, e.g. `\"login_ip\";r=0;t=42`",
+                    ),
+                )
+                .build();
+            operation
+                .responses
+                .responses
+                .insert("429".to_owned(), too_many.into());
+            operation
+                .responses
+                .responses
+                .entry("503".to_owned())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(
+                            "Service unavailable (the database, or the rate-limit store with \
+                             RATE_LIMIT_FAIL_OPEN=false, is not answering)",
+                        )
+                        .content(
+                            "application/json",
+                            content(json!({ "detail": "Service unavailable" })),
+                        )
+                        .build()
+                        .into()
+                });
+        }
+    }
+}
+
 /// Adds `link` to the `status` response of the POST or GET operation at `path`, if both exist
 /// (a description without the operation simply has no link to it).
 fn add_link(

@@ -9,10 +9,12 @@
 //! HMACs of what they count (an IP, a user id, a login name: people type passwords into the
 //! username field), so no store holds one in the clear and every key has the same size.
 
+mod gcra;
 mod memory;
 pub mod rate;
 mod redis_store;
 mod store;
+mod throttle;
 
 use std::net::IpAddr;
 use std::sync::Arc;

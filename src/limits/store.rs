@@ -35,8 +35,8 @@ pub struct GcraOutcome {
 pub enum Store {
     /// This process's memory (the default).
     Memory(MemoryStore),
-    /// Redis (`REDIS_URL`).
-    Redis(RedisStore),
+    /// Redis (`REDIS_URL`); boxed, being much the larger.
+    Redis(Box<RedisStore>),
 }
 
 impl Store {
@@ -46,7 +46,7 @@ impl Store {
 
     /// A Redis store for `url`; fails only on a malformed URL (it connects on first use).
     pub fn redis(url: &SecretString, timeout: Duration) -> anyhow::Result<Self> {
-        RedisStore::new(url, timeout).map(Self::Redis)
+        RedisStore::new(url, timeout).map(|store| Self::Redis(Box::new(store)))
     }
 
     pub fn name(&self) -> &'static str {

@@ -9,14 +9,15 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use std::net::SocketAddr;
-
-use axum::extract::ConnectInfo;
+use axum::Extension;
 use axum::http::HeaderMap;
 
 use crate::auth::{ClientInfo, LoginName, Tokens};
 use crate::domain::{Email, NewPassword, NewUser, User, Username};
 use crate::http::AppState;
+use crate::http::client_ip::ClientIp;
+use crate::http::rate_limit::{self, Checked};
+use crate::limits::{self, Rule};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
 use crate::http::openapi::{ErrorDetail, ValidationError};
@@ -214,7 +215,8 @@ pub async fn signup(
 )]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    checked: Option<Extension<Checked>>,
     headers: HeaderMap,
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
@@ -252,12 +254,21 @@ pub async fn login(
     let (Some(name), Some(password), true) = (name, password, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    // The login name's own budget, now that the body says which account it is.
+    let checked = checked.map(|Extension(checked)| checked);
+    rate_limit::check(
+        &state,
+        checked.as_ref(),
+        Rule::LoginAccount,
+        &limits::login_key(name.as_str()),
+    )
+    .await?;
     let client = ClientInfo {
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        ip: Some(peer.ip().to_string()),
+        ip: Some(ip),
     };
     let tokens = state.auth.login(name, password, &client).await?;
     Ok(token_response(&tokens))
