@@ -299,7 +299,10 @@ async fn a_login_outcome_is_logged_with_its_request_id_and_route() {
     assert_eq!(finished["level"], "INFO", "{finished}");
     assert_eq!(
         finished["span"],
-        json!({ "name": "request", "request_id": "audit-check-42", "method": "POST", "route": "/auth/login" })
+        json!({
+            "name": "request", "request_id": "audit-check-42", "method": "POST", "route": "/auth/login",
+            "client_ip": "127.0.0.1"
+        })
     );
     let outcome = lines
         .iter()

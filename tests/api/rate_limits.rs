@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::db_tests;
 use crate::helpers::{
     Backend, GOOD_PASSWORD, RuleState, assert_detail, assert_no_rate_limit_fields, assert_refused,
-    every, hash_count, limited_series, metric_total_in, only_limits, rate, rate_limits, rule_names,
-    rule_state, spawn_app, spawn_app_with,
+    default_limits, every, hash_count, limited_series, metric_total_in, only_limits, rate,
+    rate_limits, rule_names, rule_state, spawn_app, spawn_app_with,
 };
 
 const TOO_MANY: &str = "Too many requests";
@@ -103,6 +103,9 @@ db_tests! {
     async fn login_account_counts_one_name_in_any_case_and_spares_the_others(backend: Backend) {
         let app = spawn_app_with(backend, |s| {
             only_limits(s, &[(Rule::LoginIp, rate("100/second")), (Rule::LoginAccount, every(2, 2))]);
+            // The throttle keeps its defaults: it counts the same names, and must not disturb
+            // the rule's budget.
+            s.limits.throttle = default_limits().throttle;
         })
         .await;
         app.create_user("ada").await;
