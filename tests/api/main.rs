@@ -5,6 +5,7 @@ mod helpers;
 
 mod commands;
 mod connections;
+mod dashboard;
 mod docs;
 mod emails;
 mod faults;
