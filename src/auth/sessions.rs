@@ -4,6 +4,7 @@
 use super::tokens::{AccessToken, RefreshToken, TokenRejection, new_jti};
 use super::{Auth, AuthError};
 use crate::domain::{Session, SessionId, User, UserId};
+use crate::metrics::RevokeReason;
 use crate::store::{NewSession, Rotation, TokenRecord};
 
 /// What a login or a refresh hands out.
@@ -104,6 +105,7 @@ impl Auth {
             ip: ip.as_deref(),
         };
         let session = self.db.create_session(&new, &record).await?;
+        self.metrics.record_session_opened();
         tracing::info!(
             user_id = user.get(),
             session_id = session.get(),
@@ -114,6 +116,10 @@ impl Auth {
 
     /// Rotates a refresh token. Presenting a used one again within the grace window returns the
     /// same successor pair; later, it revokes that session (and only that one) and fails.
+    ///
+    /// Metrics: a rotation counts as refreshed; a replay within the grace window does not (it
+    /// hands out the pair already counted, so `cerego_sessions_refreshed_total` counts refresh
+    /// tokens issued, not requests); a reuse counts one session revoked for `refresh_reuse`.
     pub async fn refresh(&self, presented: &str) -> Result<Tokens, AuthError> {
         let presented = RefreshToken::presented(presented).ok_or(AuthError::InvalidRefreshToken)?;
         let successor = self.tokens.successor(&presented);
@@ -134,6 +140,7 @@ impl Auth {
                 session,
                 expires_at,
             } => {
+                self.metrics.record_session_refreshed();
                 tracing::info!(
                     user_id = user.get(),
                     session_id = session.get(),
@@ -161,6 +168,8 @@ impl Auth {
                 self.tokens_for(user, session, &record, successor, expires_at, now)
             }
             Rotation::Reused { session } => {
+                self.metrics
+                    .record_sessions_revoked(RevokeReason::RefreshReuse, 1);
                 tracing::warn!(
                     session_id = session.get(),
                     "rotated refresh token reused: session revoked"
@@ -189,9 +198,25 @@ impl Auth {
         })
     }
 
-    /// Ends one of `user`'s sessions.
+    /// Ends one of `user`'s sessions (`DELETE /auth/sessions/{id}`; counted as `revoked`).
     pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
+        self.end_session(user, session, RevokeReason::Revoked).await
+    }
+
+    /// Ends the caller's own session (`POST /auth/logout`; counted as `logout`).
+    pub async fn logout(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
+        self.end_session(user, session, RevokeReason::Logout).await
+    }
+
+    /// Ends one of `user`'s sessions and counts it under `reason`.
+    async fn end_session(
+        &self,
+        user: UserId,
+        session: SessionId,
+        reason: RevokeReason,
+    ) -> Result<(), AuthError> {
         if self.db.revoke_session(user, session, self.now()).await? {
+            self.metrics.record_sessions_revoked(reason, 1);
             tracing::info!(
                 user_id = user.get(),
                 session_id = session.get(),
@@ -203,9 +228,13 @@ impl Auth {
         }
     }
 
-    /// Ends every session of `user`.
+    /// Ends every session of `user`. Counts, under `logout_all`, the sessions the store revoked:
+    /// every one not revoked before, including any that had already expired or gone idle but
+    /// were not yet purged (the store's count; 0 if there were none).
     pub async fn revoke_all_sessions(&self, user: UserId) -> Result<(), AuthError> {
         let count = self.db.revoke_all_sessions(user, self.now()).await?;
+        self.metrics
+            .record_sessions_revoked(RevokeReason::LogoutAll, count);
         tracing::info!(user_id = user.get(), count, "all sessions revoked");
         Ok(())
     }

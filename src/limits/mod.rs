@@ -70,6 +70,20 @@ impl Rule {
         }
     }
 
+    /// The prefix of the rule's store keys. Each kind of entry has its own, so a GCRA value and
+    /// a throttle hash can never land on the same Redis key (a `WRONGTYPE` error there would
+    /// turn every check into a store failure).
+    pub const fn namespace(self) -> &'static str {
+        match self {
+            Self::LoginIp => "rate:login_ip",
+            Self::LoginAccount => "rate:login_account",
+            Self::SignupIp => "rate:signup_ip",
+            Self::RefreshIp => "rate:refresh_ip",
+            Self::ApiUser => "rate:api_user",
+            Self::ApiIp => "rate:api_ip",
+        }
+    }
+
     /// The environment variable that sets the rule's rate.
     pub const fn setting(self) -> &'static str {
         match self {
@@ -82,6 +96,11 @@ impl Rule {
         }
     }
 }
+
+/// Store-key prefix of the login throttle's per-(account, IP) entries.
+const THROTTLE_PAIR: &str = "throttle:pair";
+/// Store-key prefix of the login throttle's per-account entries.
+const THROTTLE_ACCOUNT: &str = "throttle:account";
 
 /// The outcome of one rate-limit check, with what the `RateLimit` header field reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +210,7 @@ impl Limiter {
         let Some(rate) = self.rate(rule) else {
             return Ok(None);
         };
-        let store_key = self.store_key(rule.name(), &[key.as_bytes()]);
+        let store_key = self.store_key(rule.namespace(), &[key.as_bytes()]);
         match self.store.gcra(&store_key, rate).await {
             Ok(outcome) => {
                 self.metrics.record_rate_limit(rule.name(), outcome.allowed);
@@ -222,8 +241,8 @@ impl Limiter {
             return Ok(Ok(()));
         }
         let ip = ip_key(ip);
-        let pair = self.store_key("login_pair", &[account.as_bytes(), ip.as_bytes()]);
-        let whole = self.store_key("login_account", &[account.as_bytes()]);
+        let pair = self.store_key(THROTTLE_PAIR, &[account.as_bytes(), ip.as_bytes()]);
+        let whole = self.store_key(THROTTLE_ACCOUNT, &[account.as_bytes()]);
         match self.store.login_attempt(&pair, &whole, &throttle).await {
             Ok(None) => Ok(Ok(())),
             Ok(Some(throttled)) => {
@@ -244,8 +263,8 @@ impl Limiter {
         let ip = ip_key(ip);
         let mut keys = Vec::with_capacity(accounts.len() * 2);
         for account in accounts {
-            keys.push(self.store_key("login_pair", &[account.as_bytes(), ip.as_bytes()]));
-            keys.push(self.store_key("login_account", &[account.as_bytes()]));
+            keys.push(self.store_key(THROTTLE_PAIR, &[account.as_bytes(), ip.as_bytes()]));
+            keys.push(self.store_key(THROTTLE_ACCOUNT, &[account.as_bytes()]));
         }
         if let Err(err) = self.store.clear(&keys).await {
             // Clearing never refuses the login it follows.
@@ -335,6 +354,21 @@ mod tests {
         assert_eq!(ip_key(a), "2001:db8:1:2::/64");
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
         assert_eq!(ip_key(mapped), "192.0.2.7");
+    }
+
+    #[test]
+    fn every_kind_of_entry_has_its_own_key_prefix() {
+        let mut prefixes: Vec<&str> = Rule::ALL.iter().map(|rule| rule.namespace()).collect();
+        prefixes.extend([THROTTLE_PAIR, THROTTLE_ACCOUNT]);
+        let count = prefixes.len();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), count, "{prefixes:?}");
+        for prefix in &prefixes {
+            for other in &prefixes {
+                assert!(prefix == other || !other.starts_with(&format!("{prefix}:")));
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod helpers;
 mod client_ip;
 mod commands;
 mod connections;
+mod dashboard;
 mod docs;
 mod emails;
 mod faults;

@@ -142,10 +142,7 @@ pub async fn logout(
     State(state): State<AppState>,
     current: CurrentUser,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .auth
-        .revoke_session(current.user.id, current.session)
-        .await?;
+    state.auth.logout(current.user.id, current.session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
