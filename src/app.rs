@@ -60,17 +60,11 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new(db.kind()));
         let limiter = Arc::new(
-            Limiter::new(
-                &settings.limits,
-                &limiter_key(&secret),
-                metrics.clone(),
-            )
-            .context("invalid REDIS_URL")?,
+            Limiter::new(&settings.limits, &limiter_key(&secret), metrics.clone())
+                .context("invalid REDIS_URL")?,
         );
         if !settings.limits.enabled {
-            tracing::warn!(
-                "RATE_LIMIT_ENABLED=false: no rate limit and no login throttle applies"
-            );
+            tracing::warn!("RATE_LIMIT_ENABLED=false: no rate limit and no login throttle applies");
         }
         let auth = Auth::new(
             db.clone(),

@@ -140,7 +140,10 @@ impl Auth {
     /// The user an access token speaks for, if its signature and claims are good (no database:
     /// whether its session is still active is not checked). For keying per-user rate limits.
     pub fn token_user(&self, token: &str) -> Option<UserId> {
-        self.tokens.verify(token, self.clock.unix_now()).ok().map(|c| c.user)
+        self.tokens
+            .verify(token, self.clock.unix_now())
+            .ok()
+            .map(|c| c.user)
     }
 
     /// Rate limits and the login throttle.
@@ -214,20 +217,27 @@ impl Auth {
             }
             LoginName::UsernameOrEmail(raw) => self.db.credentials_by_username(raw).await?,
         };
-        let (user_id, stored) = match credentials {
+        let (user_id, names, stored) = match credentials {
             Some(c) => (
                 Some(c.user_id),
+                [limits::login_key(&c.email), limits::login_key(&c.username)],
                 self.usable_hash(c.user_id, c.hashed_password),
             ),
-            None => (None, None),
+            None => (None, Default::default(), None),
         };
         let matched = self.hasher.verify(admission, password, stored).await?;
         match (matched, user_id) {
             (true, Some(user_id)) => {
                 self.metrics.record_login(LoginOutcome::Success);
                 tracing::info!(user_id = user_id.get(), "login succeeded");
+                // Every name of the account is cleared, not only the one typed: the owner who
+                // got their username wrong five times and then logs in by e-mail is not left
+                // waiting on the username.
                 if let Some(ip) = client.ip {
-                    self.limiter.login_succeeded(&[&account], ip).await;
+                    let [email, username] = &names;
+                    self.limiter
+                        .login_succeeded(&[&account, email, username], ip)
+                        .await;
                 }
                 self.open_session(user_id, client).await
             }

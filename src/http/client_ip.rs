@@ -241,7 +241,11 @@ mod tests {
             ip("192.0.2.1")
         );
         assert_eq!(
-            client_ip(ip("::ffff:192.0.2.8"), &HeaderMap::new(), &TrustedProxies::default()),
+            client_ip(
+                ip("::ffff:192.0.2.8"),
+                &HeaderMap::new(),
+                &TrustedProxies::default()
+            ),
             ip("192.0.2.8")
         );
     }

@@ -185,9 +185,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(detail) => detail_response(StatusCode::NOT_FOUND, detail),
             Self::Conflict(detail) => detail_response(StatusCode::CONFLICT, detail),
             Self::PayloadTooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE),
-            Self::TooManyRequests { retry_after } => {
-                too_many(TOO_MANY_REQUESTS, retry_after)
-            }
+            Self::TooManyRequests { retry_after } => too_many(TOO_MANY_REQUESTS, retry_after),
             Self::LoginThrottled { retry_after } => too_many(TOO_MANY_FAILED_LOGINS, retry_after),
             Self::Busy => {
                 let mut response = detail_response(StatusCode::SERVICE_UNAVAILABLE, "Service busy");

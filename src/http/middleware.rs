@@ -77,7 +77,10 @@ pub fn wrap(routes: Router, limits: Limits, state: AppState) -> Router {
         ))
         // Inside `observe`, so a 429 is logged and counted like any answer, and inside the
         // timeout, so a slow limit store is bounded by the request's deadline as well as its own.
-        .layer(axum::middleware::from_fn_with_state(state, rate_limit::limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            rate_limit::limit,
+        ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
     routes.layer(stack)
 }

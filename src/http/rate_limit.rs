@@ -29,9 +29,21 @@ enum Class {
 /// The routes with their own rule. Any other request answers to `api_user` with a valid access
 /// token and `api_ip` without. A new route class is one line here (and its [`Rule`]).
 const ROUTES: &[(Option<Method>, &str, Class)] = &[
-    (Some(Method::POST), "/auth/login", Class::PerIp(Rule::LoginIp)),
-    (Some(Method::POST), "/auth/signup", Class::PerIp(Rule::SignupIp)),
-    (Some(Method::POST), "/auth/refresh", Class::PerIp(Rule::RefreshIp)),
+    (
+        Some(Method::POST),
+        "/auth/login",
+        Class::PerIp(Rule::LoginIp),
+    ),
+    (
+        Some(Method::POST),
+        "/auth/signup",
+        Class::PerIp(Rule::SignupIp),
+    ),
+    (
+        Some(Method::POST),
+        "/auth/refresh",
+        Class::PerIp(Rule::RefreshIp),
+    ),
     (None, "/healthz", Class::Exempt),
     (None, "/readyz", Class::Exempt),
     (None, "/metrics", Class::Exempt),

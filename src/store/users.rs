@@ -23,10 +23,14 @@ pub(super) fn violated_field(err: &sqlx::Error) -> Option<UniqueField> {
     }
 }
 
-/// What login needs of an account: its id and password hash.
+/// What login needs of an account: its id, the names it logs in with, and its password hash.
 pub struct StoredCredentials {
     /// The account.
     pub user_id: UserId,
+    /// Its e-mail address.
+    pub email: String,
+    /// Its username.
+    pub username: String,
     /// bcrypt hash (`$2a$`, `$2b$` or `$2y$`).
     pub hashed_password: String,
 }
@@ -65,6 +69,8 @@ impl From<UserRow> for User {
 #[derive(FromRow)]
 struct CredentialsRow {
     id: i64,
+    email: String,
+    username: String,
     hashed_password: String,
 }
 
@@ -91,7 +97,8 @@ impl Db {
         &self,
         email: &Email,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        const SQL: &str = "SELECT id, hashed_password FROM users WHERE lower(email) = lower($1)";
+        const SQL: &str =
+            "SELECT id, email, username, hashed_password FROM users WHERE lower(email) = lower($1)";
         self.credentials(SQL, email.as_str()).await
     }
 
@@ -100,7 +107,7 @@ impl Db {
         &self,
         username: &str,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        const SQL: &str = "SELECT id, hashed_password FROM users WHERE lower(username) = lower($1)";
+        const SQL: &str = "SELECT id, email, username, hashed_password FROM users WHERE lower(username) = lower($1)";
         self.credentials(SQL, username).await
     }
 
@@ -115,6 +122,8 @@ impl Db {
             .await)?;
         Ok(row.map(|r| StoredCredentials {
             user_id: UserId::new(r.id),
+            email: r.email,
+            username: r.username,
             hashed_password: r.hashed_password,
         }))
     }

@@ -16,12 +16,12 @@ use crate::auth::{ClientInfo, LoginName, Tokens};
 use crate::domain::{Email, NewPassword, NewUser, User, Username};
 use crate::http::AppState;
 use crate::http::client_ip::ClientIp;
-use crate::http::rate_limit::{self, Checked};
-use crate::limits::{self, Rule};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
 use crate::http::openapi::{ErrorDetail, ValidationError};
+use crate::http::rate_limit::{self, Checked};
 use crate::http::timestamp;
+use crate::limits::{self, Rule};
 
 /// A user as the API shows it: never a password or a hash.
 #[derive(Debug, Serialize, ToSchema)]
