@@ -155,8 +155,8 @@ async fn two_processes_share_one_budget_through_redis() {
         move |cmd: &mut Command| {
             cmd.env("JWT_SECRET_KEY", secret)
                 .env("REDIS_URL", format!("redis://{SHARED_REDIS}"))
-                .env("RATE_LIMIT_API_IP", "4/minute")
-                .env("RATE_LIMIT_LOGIN_ACCOUNT", "4/minute")
+                .env("RATE_LIMIT_API_IP", "4/hour")
+                .env("RATE_LIMIT_LOGIN_ACCOUNT", "4/hour")
                 .env("LOGIN_BACKOFF_AFTER", "3");
         }
     };
@@ -170,7 +170,7 @@ async fn two_processes_share_one_budget_through_redis() {
         let state = rule_state(response.headers(), "api_ip");
         assert_eq!(
             (state.q, state.w, state.r),
-            (4, 60, r),
+            (4, 3600, r),
             "one budget for both: {state:?}"
         );
     }
@@ -181,8 +181,8 @@ async fn two_processes_share_one_budget_through_redis() {
         )
         .await;
         assert!(
-            (1..=15).contains(&retry),
-            "one request refills in 15 s: {retry}"
+            (870..=900).contains(&retry),
+            "one request refills in 15 minutes: {retry}"
         );
     }
 
@@ -237,7 +237,7 @@ async fn a_redis_outage_fails_open_and_limits_come_back_with_redis() {
         cmd.env("JWT_SECRET_KEY", secret)
             .env("REDIS_URL", redis.url())
             .env("REDIS_TIMEOUT_MS", "200")
-            .env("RATE_LIMIT_API_IP", "3/minute");
+            .env("RATE_LIMIT_API_IP", "3/hour");
     });
     let client = reqwest::Client::new();
     for r in [2, 1, 0] {
@@ -265,17 +265,24 @@ async fn a_redis_outage_fails_open_and_limits_come_back_with_redis() {
         errors >= 10.0,
         "every admitted request was counted: {errors}"
     );
-    // Logged, not once per failed request.
+    // Logged, not once per failed request. Only the store's lines count (by their field or
+    // message): a loaded machine may add others (a slow statement, say).
     let warnings = server
         .logs
         .lock()
         .expect("logs")
         .iter()
         .filter(|l| matches!(l["level"].as_str(), Some("WARN" | "ERROR")))
+        .filter(|l| {
+            l["store"] == "redis"
+                || l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("rate-limit") || m.contains("Redis"))
+        })
         .count();
     assert!(
         (1..=3).contains(&warnings),
-        "{warnings} warnings for {errors} failures"
+        "{warnings} store warnings for {errors} failures"
     );
 
     // Restarted empty: the budgets were lost, the requests never were.
