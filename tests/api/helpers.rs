@@ -554,14 +554,10 @@ pub fn assert_api_timestamp(value: &Value) -> time::OffsetDateTime {
         .unwrap_or_else(|err| panic!("{text}: {err}"))
 }
 
-/// `raw` as a rate setting spells it (`N/second` … or `off`: `None`).
-pub fn rate(raw: &str) -> Option<Rate> {
-    Rate::parse(raw).unwrap_or_else(|err| panic!("{raw}: {err}"))
-}
-
-/// `quota` requests per `secs` seconds: a window the settings cannot spell, which the tests use
-/// so that a burst is not refilled while it is being sent (`3/second` refills one request every
-/// 333 ms, which a loaded machine may take between two requests).
+/// `quota` requests per `secs` seconds, any window (the settings spell only whole seconds,
+/// minutes, hours and days). A test that counts requests uses an hour or so, so that nothing
+/// refills while a loaded machine sends the burst; a recovery test a window of seconds, waited
+/// out by `Retry-After`.
 pub fn every(quota: u32, secs: u32) -> Option<Rate> {
     Some(Rate::new(NonZeroU32::new(quota).expect("a quota"), secs))
 }

@@ -1,7 +1,8 @@
 //! Rate limits over HTTP: each rule refuses past its quota with 429, `Retry-After` and the
 //! `RateLimit` fields, costs no password work when it refuses, and recovers; `off` and
 //! `RATE_LIMIT_ENABLED=false` disable; the probes are never limited; a classroom behind one
-//! address gets through the defaults.
+//! address gets through the defaults; a stolen token that spends its user's budget cannot stop
+//! the owner from ending its session.
 //!
 //! Timing: a test that counts requests uses quotas per hour (`every(3, 3600)`: one request
 //! refills every 20 minutes), so however slowly a loaded machine sends a burst, nothing refills
@@ -11,15 +12,17 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cerego::limits::Rule;
 use reqwest::Response;
 use serde_json::{Value, json};
 
 use crate::db_tests;
 use crate::helpers::{
-    Backend, GOOD_PASSWORD, RuleState, assert_detail, assert_no_rate_limit_fields, assert_refused,
-    default_limits, every, hash_count, limited_series, metric_total_in, only_limits, rate_limits,
-    rule_names, rule_state, spawn_app, spawn_app_with,
+    Backend, GOOD_PASSWORD, RuleState, TestApp, assert_detail, assert_no_rate_limit_fields,
+    assert_refused, default_limits, every, hash_count, limited_series, metric_total_in,
+    only_limits, rate_limits, rule_names, rule_state, spawn_app, spawn_app_with,
 };
 
 const TOO_MANY: &str = "Too many requests";
@@ -107,6 +110,23 @@ async fn spend_and_wait_out(mut send: impl AsyncFnMut() -> Response) {
         );
     }
     panic!("ten requests at once, none refused by a rate of one per two seconds");
+}
+
+/// The session id (`sid` claim) of an access token.
+fn session_of(token: &str) -> String {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json");
+    claims["sid"].as_str().expect("sid").to_owned()
+}
+
+async fn delete_session(app: &TestApp, token: &str, id: &str) -> Response {
+    app.client
+        .delete(app.url(&format!("/auth/sessions/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
 }
 
 /// `POST /auth/refresh` answered 200: the rotated refresh token.
@@ -326,6 +346,65 @@ db_tests! {
         assert_no_rate_limit_fields(me.headers(), "api_user is off");
         assert_eq!(me.status(), 200);
         assert_eq!(app.metric(&limited_series("api_ip")).await, 3.0);
+    }
+
+    /// The routes that end a session (logout, logout-all, deleting a session) answer to
+    /// `api_user` keyed by the token's session; every other authenticated request by its user. A
+    /// thief spending the user's budget cannot stop the owner, logged in again, from ending the
+    /// thief's session.
+    async fn a_stolen_token_spending_the_user_s_budget_cannot_stop_the_owner_ending_sessions(backend: Backend) {
+        let app = spawn_app_with(backend, |s| only_limits(s, &[(Rule::ApiUser, per_hour(3))])).await;
+        app.create_user("ada").await;
+        let (stolen, stolen_refresh) = app.login_pair("ada").await;
+
+        for r in [2, 1, 0] {
+            let response = app.me(&stolen).await;
+            assert_state(rule_state(response.headers(), "api_user"), 3, 3600, r);
+            assert_eq!(response.status(), 200);
+        }
+        let (retry, limits) = assert_refused(app.me(&stolen).await, TOO_MANY).await;
+        assert_retry(retry, 1200);
+        assert_eq!(limits.len(), 1, "{limits:?}");
+
+        // The owner logs in again: a new session, but the user's budget is spent for all else.
+        let owner = app.token_for("ada").await;
+        for path in ["/auth/me", "/auth/sessions"] {
+            let (_, limits) = assert_refused(app.get_authed(path, &owner).await, TOO_MANY).await;
+            assert_eq!(limits[0].0, "api_user", "{path}");
+            assert_state(limits[0].1, 3, 3600, 0);
+        }
+
+        // Ending sessions is counted per session: the owner's is fresh.
+        let deleted = delete_session(&app, &owner, &session_of(&stolen)).await;
+        assert_rules(&deleted, &["api_user"]);
+        assert_state(rule_state(deleted.headers(), "api_user"), 3, 3600, 2);
+        assert_eq!(deleted.status(), 204, "the owner ends the thief's session");
+        assert_detail(app.refresh(&stolen_refresh).await, 401, "Invalid refresh token").await;
+        let logout = app.post_authed("/auth/logout", &owner).await;
+        assert_state(rule_state(logout.headers(), "api_user"), 3, 3600, 1);
+        assert_eq!(logout.status(), 204, "logout from the new session");
+
+        let (other, other_refresh) = app.login_pair("ada").await;
+        let (_, limits) = assert_refused(app.me(&other).await, TOO_MANY).await;
+        assert_eq!(limits[0].0, "api_user", "still the user's budget");
+        let everywhere = app.post_authed("/auth/logout-all", &other).await;
+        assert_rules(&everywhere, &["api_user"]);
+        assert_state(rule_state(everywhere.headers(), "api_user"), 3, 3600, 2);
+        assert_eq!(everywhere.status(), 204, "logout-all from a new session");
+        assert_detail(app.refresh(&other_refresh).await, 401, "Invalid refresh token").await;
+
+        // Each session's own budget is still a limit.
+        let spare = app.token_for("ada").await;
+        for r in [2, 1, 0] {
+            let response = delete_session(&app, &spare, "999999").await;
+            assert_state(rule_state(response.headers(), "api_user"), 3, 3600, r);
+            assert_detail(response, 404, "Session not found").await;
+        }
+        let (retry, limits) = assert_refused(delete_session(&app, &spare, "999999").await, TOO_MANY).await;
+        assert_retry(retry, 1200);
+        assert_eq!(limits[0].0, "api_user");
+        let (_, limits) = assert_refused(app.post_authed("/auth/logout", &spare).await, TOO_MANY).await;
+        assert_eq!(limits[0].0, "api_user");
     }
 
     async fn a_rule_that_is_off_is_neither_checked_nor_reported(backend: Backend) {

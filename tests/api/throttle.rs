@@ -262,6 +262,37 @@ db_tests! {
         assert_eq!(by_name.status(), 200, "a success clears every name of the account");
     }
 
+    /// The login name is lower-cased a character at a time, as PostgreSQL's `lower()` does (`İ`,
+    /// U+0130, is `i`; `Σ` is `σ` wherever it stands): each pair below is one name with one
+    /// backoff, for a known account and unknown ones alike.
+    async fn a_name_in_another_case_shares_the_backoff(backend: Backend) {
+        let app = spawn_app_with(backend, |s| {
+            s.limits.throttle.backoff_after = 2;
+            s.limits.throttle.account_failure_limit = 0;
+        })
+        .await;
+        app.create_user("ida").await;
+        let sequence = async |lower: &str, upper: &str| {
+            let mut answers = Vec::new();
+            for name in [lower, lower, upper, lower] {
+                answers.push(answer(app.login_json(&json!({ "username": name, "password": "not the password" })).await).await);
+            }
+            answers
+        };
+
+        let (known, unknown, sigma) = tokio::join!(
+            sequence("ida", "İda"),
+            sequence("ivo", "İVO"),
+            sequence("οδοσ", "ΟΔΟΣ"),
+        );
+
+        let expected = [Answer::incorrect(), Answer::incorrect(), Answer::throttled(1), Answer::throttled(1)];
+        assert_eq!(known, expected, "ida, then İda: one name");
+        assert_eq!(unknown, known, "an unknown name answers the same");
+        assert_eq!(sigma, known, "οδοσ, then ΟΔΟΣ: one name");
+        assert_eq!(app.metric(&hash_count("verify")).await, 6.0, "only the 401s checked a password");
+    }
+
     async fn racing_attempts_cannot_slip_past_the_backoff(backend: Backend) {
         let app = spawn_app_with(backend, |s| {
             s.limits.throttle.backoff_after = 2;
