@@ -229,37 +229,52 @@ db_tests! {
     }
 }
 
-/// The request log line names the same client IP as the session.
+/// The request log line names the same client IP as the session, from the header
+/// `TRUSTED_PROXY_HEADER` names (unset: `X-Forwarded-For`), whatever the other one says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_log_names_the_forwarded_client() {
-    let mut server = crate::process::start(|cmd| {
-        cmd.env("BCRYPT_COST", "4")
-            .env("JWT_SECRET_KEY", crate::helpers::TEST_SECRET)
-            .env("TRUSTED_PROXIES", "127.0.0.1/32");
-    });
-    let client = reqwest::Client::new();
-    for (request_id, forwarded) in [("forwarded-1", Some("198.51.100.7")), ("direct-1", None)] {
-        let mut request = client
-            .post(format!("{}/auth/login", server.address))
-            .header("x-request-id", request_id)
-            .json(&json!({ "username": "nobody", "password": GOOD_PASSWORD }));
-        if let Some(forwarded) = forwarded {
-            request = request.header("x-forwarded-for", forwarded);
+    for (setting, forwarded_client) in [(None, "198.51.100.7"), (Some("forwarded"), "192.0.2.60")] {
+        let mut server = crate::process::start(|cmd| {
+            cmd.env("BCRYPT_COST", "4")
+                .env("JWT_SECRET_KEY", crate::helpers::TEST_SECRET)
+                .env("TRUSTED_PROXIES", "127.0.0.1/32");
+            if let Some(setting) = setting {
+                cmd.env("TRUSTED_PROXY_HEADER", setting);
+            }
+        });
+        let client = reqwest::Client::new();
+        for (request_id, forwarded) in [("forwarded-1", true), ("direct-1", false)] {
+            let mut request = client
+                .post(format!("{}/auth/login", server.address))
+                .header("x-request-id", request_id)
+                .json(&json!({ "username": "nobody", "password": GOOD_PASSWORD }));
+            if forwarded {
+                request = request
+                    .header("x-forwarded-for", "198.51.100.7")
+                    .header("forwarded", "for=192.0.2.60");
+            }
+            assert_eq!(request.send().await.expect("login").status(), 401);
         }
-        assert_eq!(request.send().await.expect("login").status(), 401);
-    }
 
-    let lines = server.stop_and_read_json();
-    for (request_id, client_ip) in [("forwarded-1", "198.51.100.7"), ("direct-1", "127.0.0.1")] {
-        let finished = lines
-            .iter()
-            .find(|l| l["message"] == "request finished" && l["span"]["request_id"] == request_id)
-            .unwrap_or_else(|| panic!("{request_id} is logged: {lines:#?}"));
-        // On the line itself or on the request's span.
-        let logged = finished
-            .get("client_ip")
-            .or_else(|| finished["span"].get("client_ip"))
-            .unwrap_or_else(|| panic!("no client_ip: {finished}"));
-        assert_eq!(logged, client_ip, "{finished}");
+        let lines = server.stop_and_read_json();
+        for (request_id, client_ip) in
+            [("forwarded-1", forwarded_client), ("direct-1", "127.0.0.1")]
+        {
+            let finished = lines
+                .iter()
+                .find(|l| {
+                    l["message"] == "request finished" && l["span"]["request_id"] == request_id
+                })
+                .unwrap_or_else(|| panic!("{request_id} is logged: {lines:#?}"));
+            // On the line itself or on the request's span.
+            let logged = finished
+                .get("client_ip")
+                .or_else(|| finished["span"].get("client_ip"))
+                .unwrap_or_else(|| panic!("no client_ip: {finished}"));
+            assert_eq!(
+                logged, client_ip,
+                "TRUSTED_PROXY_HEADER={setting:?}: {finished}"
+            );
+        }
     }
 }
