@@ -84,7 +84,10 @@ impl App {
         };
         let router = http::router(
             state,
-            settings.trusted_proxies.clone(),
+            http::client_ip::Proxies {
+                trusted: settings.trusted_proxies.clone(),
+                header: settings.trusted_proxy_header,
+            },
             settings.request_timeout,
             settings.http.body_read_timeout,
         );

@@ -48,8 +48,25 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Rate limits, their store and the login throttle.
     pub limits: LimitSettings,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed (`TRUSTED_PROXIES`).
+    /// Proxies whose forwarding header is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
+    /// The one header those proxies write the client's address into (`TRUSTED_PROXY_HEADER`).
+    pub trusted_proxy_header: ProxyHeader,
+}
+
+/// The header trusted proxies append the client's address to (`TRUSTED_PROXY_HEADER`). Only that
+/// one is read: a proxy that appends to `X-Forwarded-For` passes a client's own `Forwarded`
+/// through untouched, so reading both would let any client name its own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx `$proxy_add_x_forwarded_for`, HAProxy
+    /// `option forwardfor`, most cloud load balancers).
+    #[default]
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    #[value(name = "forwarded")]
+    Forwarded,
 }
 
 /// Rate limits by route class and key, where their budgets live, and the brute-force throttle

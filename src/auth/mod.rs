@@ -137,13 +137,10 @@ impl Auth {
         self
     }
 
-    /// The user an access token speaks for, if its signature and claims are good (no database:
-    /// whether its session is still active is not checked). For keying per-user rate limits.
-    pub fn token_user(&self, token: &str) -> Option<UserId> {
-        self.tokens
-            .verify(token, self.clock.unix_now())
-            .ok()
-            .map(|c| c.user)
+    /// The user and session an access token speaks for, if its signature and claims are good
+    /// (no database: whether the session is still active is not checked). For keying rate limits.
+    pub fn token_claims(&self, token: &str) -> Option<tokens::AccessClaims> {
+        self.tokens.verify(token, self.clock.unix_now()).ok()
     }
 
     /// Rate limits and the login throttle.
@@ -183,11 +180,10 @@ impl Auth {
         password: SecretString,
         client: &ClientInfo,
     ) -> Result<Tokens, AuthError> {
-        // First a place in the hashing queue: a saturated service answers at once, without
-        // a database query (and without counting the attempt against the account).
-        let admission = self.hasher.admit().await?;
-        // Then the brute-force throttle, before any lookup or password check. It keys on the
-        // name as typed, so its answer is the same for known and unknown accounts.
+        // First the brute-force throttle, before the hashing queue, any lookup or password
+        // check: a refused attempt costs nothing else. It keys on the name as typed, so its
+        // answer is the same for known and unknown accounts. An attempt it lets through counts
+        // as a failure until it succeeds (even if the queue below then sheds it with a 503).
         let account = limits::login_key(name.as_str());
         if let Some(ip) = client.ip {
             match self.limiter.login_attempt(&account, ip).await {
@@ -203,6 +199,9 @@ impl Auth {
                 Err(unavailable) => return Err(AuthError::Unavailable(unavailable.into())),
             }
         }
+        // Then a place in the hashing queue: a saturated service answers at once, without a
+        // database query.
+        let admission = self.hasher.admit().await?;
         let credentials = match &name {
             LoginName::Email(raw) => self.by_email(raw).await?,
             LoginName::UsernameOrEmail(raw) if raw.contains('@') => self.by_email(raw).await?,

@@ -20,7 +20,7 @@ use super::parse::{
 };
 use super::{
     ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
-    LimitSettings, LogFormat, Rates, SessionSettings, Settings, ThrottleSettings, TrustedProxies,
+    LimitSettings, LogFormat, ProxyHeader, Rates, SessionSettings, Settings, ThrottleSettings, TrustedProxies,
 };
 use crate::limits::Rule;
 
@@ -66,6 +66,7 @@ pub const VARIABLES: &[&str] = &[
     "LOGIN_ACCOUNT_FAILURE_LIMIT",
     "LOGIN_ACCOUNT_FAILURE_WINDOW_SECS",
     "TRUSTED_PROXIES",
+    "TRUSTED_PROXY_HEADER",
     "LOG_FORMAT",
 ];
 
@@ -268,6 +269,12 @@ pub struct SettingsArgs {
     #[arg(long, env = "TRUSTED_PROXIES", global = true, help_heading = "HTTP",
           default_value = "", value_parser = trusted_proxies)]
     pub trusted_proxies: TrustedProxies,
+    /// The one header the trusted proxies append the client's address to; the other is ignored
+    /// (a proxy passes a client's own copy of it through, so it could be forged).
+    #[arg(long, env = "TRUSTED_PROXY_HEADER", global = true, help_heading = "HTTP",
+          default_value = "x-forwarded-for",
+          value_parser = BlankIsDefault(EnumValueParser::<ProxyHeader>::new()))]
+    pub trusted_proxy_header: ProxyHeader,
 
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", global = true, help_heading = "Logs", default_value = "json",
@@ -394,6 +401,7 @@ impl SettingsArgs {
                 },
             },
             trusted_proxies: self.trusted_proxies,
+            trusted_proxy_header: self.trusted_proxy_header,
         })
     }
 }

@@ -1,19 +1,22 @@
 //! The client's IP address: the TCP peer, or, when the peer is one of `TRUSTED_PROXIES`, the
-//! rightmost address of `Forwarded` (RFC 7239) or `X-Forwarded-For` that is not itself a trusted
-//! proxy. Each proxy appends the address it got the request from, so the addresses a client can
-//! forge are all to the left of the first one a trusted proxy wrote: reading from the right and
-//! stopping at the first untrusted address never believes a forged one.
+//! rightmost address of the forwarding header (`TRUSTED_PROXY_HEADER`: `X-Forwarded-For` or
+//! RFC 7239 `Forwarded`) that is not itself a trusted proxy. Each proxy appends the address it got
+//! the request from, so the addresses a client can forge are all to the left of the first one a
+//! trusted proxy wrote: reading from the right and stopping at the first untrusted address never
+//! believes a forged one. Only the configured header is read: a proxy that appends to one passes
+//! a client's own copy of the other through untouched.
 //!
 //! Rate limits, sessions and log lines all use the address found here.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::config::TrustedProxies;
+use crate::config::{ProxyHeader, TrustedProxies};
 
 /// Most forwarding hops read; a longer chain is cut at the client end (the head-size limit
 /// bounds it anyway).
@@ -23,9 +26,18 @@ const MAX_HOPS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// Which proxies are trusted, and the header they write.
+#[derive(Debug, Clone, Default)]
+pub struct Proxies {
+    /// `TRUSTED_PROXIES`.
+    pub trusted: TrustedProxies,
+    /// `TRUSTED_PROXY_HEADER`.
+    pub header: ProxyHeader,
+}
+
 /// Middleware: finds the client IP and puts it in the request's extensions.
 pub async fn resolve_client_ip(
-    State(trusted): State<std::sync::Arc<TrustedProxies>>,
+    State(proxies): State<Arc<Proxies>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -35,22 +47,21 @@ pub async fn resolve_client_ip(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-    let ip = client_ip(peer, req.headers(), &trusted);
+    let ip = client_ip(peer, req.headers(), &proxies);
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
 }
 
 /// The client IP of a request from `peer` with `headers`.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &Proxies) -> IpAddr {
     let peer = peer.to_canonical();
+    let trusted = &proxies.trusted;
     if trusted.0.is_empty() || !trusted.contains(peer) {
         return peer;
     }
-    // `Forwarded` is the standard; when a proxy sends it, `X-Forwarded-For` is not read.
-    let chain = if headers.contains_key("forwarded") {
-        forwarded_for(headers)
-    } else {
-        x_forwarded_for(headers)
+    let chain = match proxies.header {
+        ProxyHeader::XForwardedFor => x_forwarded_for(headers),
+        ProxyHeader::Forwarded => forwarded_for(headers),
     };
     let mut client = peer;
     for hop in chain.iter().rev().take(MAX_HOPS) {
@@ -69,56 +80,53 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     client
 }
 
+/// The elements of every field `name`, left to right, split on `,` as bytes: an element that is
+/// not UTF-8 spoils only itself, not the addresses the proxies appended after it.
+fn elements<'a>(headers: &'a HeaderMap, name: &str) -> Vec<Option<&'a str>> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| split_outside_quotes(value.as_bytes(), b','))
+        .map(|element| std::str::from_utf8(element).ok())
+        .collect()
+}
+
 /// The `for=` of each element of every `Forwarded` field, left to right (`None` where an element
 /// has no usable one).
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all("forwarded")
-        .iter()
-        .flat_map(|value| {
-            let text = value.to_str().unwrap_or("");
-            split_outside_quotes(text, ',')
+    elements(headers, "forwarded")
+        .into_iter()
+        .map(|element| {
+            let element = element?;
+            split_outside_quotes(element.as_bytes(), b';')
                 .into_iter()
-                .map(|element| {
-                    split_outside_quotes(element, ';')
-                        .into_iter()
-                        .filter_map(|pair| pair.split_once('='))
-                        .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
-                        .and_then(|(_, node)| parse_node(node))
-                })
-                .collect::<Vec<_>>()
+                .filter_map(|pair| std::str::from_utf8(pair).ok()?.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
+                .and_then(|(_, node)| parse_node(node))
         })
         .collect()
 }
 
 /// Every address of every `X-Forwarded-For` field, left to right.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .flat_map(|value| {
-            value
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(parse_node)
-                .collect::<Vec<_>>()
-        })
+    elements(headers, "x-forwarded-for")
+        .into_iter()
+        .map(|element| element.and_then(parse_node))
         .collect()
 }
 
-/// Splits at `separator` except inside a quoted string.
-fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+/// Splits at `separator` (an ASCII byte) except inside a quoted string.
+fn split_outside_quotes(text: &[u8], separator: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in text.char_indices() {
-        match c {
+    for (i, &byte) in text.iter().enumerate() {
+        match byte {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == separator && !quoted => {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b if b == separator && !quoted => {
                 parts.push(&text[start..i]);
-                start = i + c.len_utf8();
+                start = i + 1;
             }
             _ => {}
         }
@@ -158,14 +166,21 @@ mod tests {
         s.parse().expect("ip")
     }
 
-    fn trusted(nets: &[&str]) -> TrustedProxies {
-        TrustedProxies(nets.iter().map(|n| n.parse().expect("cidr")).collect())
+    fn proxies(nets: &[&str], header: ProxyHeader) -> Proxies {
+        Proxies {
+            trusted: TrustedProxies(nets.iter().map(|n| n.parse().expect("cidr")).collect()),
+            header,
+        }
     }
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn xff(nets: &[&str]) -> Proxies {
+        proxies(nets, ProxyHeader::XForwardedFor)
+    }
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_str(value).expect("value"));
+            map.append(*name, HeaderValue::from_bytes(value).expect("value"));
         }
         map
     }
@@ -173,37 +188,60 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let forged = headers(&[
-            ("x-forwarded-for", "203.0.113.9"),
-            ("forwarded", "for=198.51.100.1"),
+            ("x-forwarded-for", b"203.0.113.9"),
+            ("forwarded", b"for=198.51.100.1"),
         ]);
         let peer = ip("192.0.2.10");
-        assert_eq!(client_ip(peer, &forged, &TrustedProxies::default()), peer);
-        assert_eq!(client_ip(peer, &forged, &trusted(&["10.0.0.0/8"])), peer);
+        for header in [ProxyHeader::XForwardedFor, ProxyHeader::Forwarded] {
+            assert_eq!(client_ip(peer, &forged, &proxies(&[], header)), peer);
+            assert_eq!(
+                client_ip(peer, &forged, &proxies(&["10.0.0.0/8"], header)),
+                peer
+            );
+        }
     }
 
     #[test]
     fn behind_trusted_proxies_the_rightmost_untrusted_address_is_the_client() {
-        let proxies = trusted(&["10.0.0.0/8"]);
+        let proxies = xff(&["10.0.0.0/8"]);
         let peer = ip("10.0.0.2");
         // The client forged the first entry; the trusted proxies appended the rest.
-        let chain = headers(&[("x-forwarded-for", "1.2.3.4, 198.51.100.7, 10.0.0.5")]);
+        let chain = headers(&[("x-forwarded-for", b"1.2.3.4, 198.51.100.7, 10.0.0.5")]);
         assert_eq!(client_ip(peer, &chain, &proxies), ip("198.51.100.7"));
         // Several fields are one list, in order.
         let split = headers(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-for", "198.51.100.7, 10.0.0.5"),
+            ("x-forwarded-for", b"1.2.3.4"),
+            ("x-forwarded-for", b"198.51.100.7, 10.0.0.5"),
         ]);
         assert_eq!(client_ip(peer, &split, &proxies), ip("198.51.100.7"));
         // No header: the proxy itself.
         assert_eq!(client_ip(peer, &HeaderMap::new(), &proxies), peer);
         // Every hop trusted: the leftmost.
-        let internal = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.5")]);
+        let internal = headers(&[("x-forwarded-for", b"10.1.1.1, 10.0.0.5")]);
         assert_eq!(client_ip(peer, &internal, &proxies), ip("10.1.1.1"));
     }
 
     #[test]
-    fn forwarded_is_read_in_all_its_spellings_and_wins_over_x_forwarded_for() {
-        let proxies = trusted(&["127.0.0.1/32"]);
+    fn only_the_configured_header_is_read() {
+        let peer = ip("127.0.0.1");
+        // The proxy appended the peer it saw to X-Forwarded-For and passed the client's own
+        // Forwarded through: believing it would let the client pick its address.
+        let map = headers(&[
+            ("forwarded", b"for=203.0.113.66"),
+            ("x-forwarded-for", b"198.51.100.7"),
+        ]);
+        let by_xff = xff(&["127.0.0.1/32"]);
+        assert_eq!(client_ip(peer, &map, &by_xff), ip("198.51.100.7"));
+        let by_forwarded = proxies(&["127.0.0.1/32"], ProxyHeader::Forwarded);
+        assert_eq!(client_ip(peer, &map, &by_forwarded), ip("203.0.113.66"));
+        // With the header it trusts absent, the proxy is the client.
+        let only_forwarded = headers(&[("forwarded", b"for=203.0.113.66")]);
+        assert_eq!(client_ip(peer, &only_forwarded, &by_xff), peer);
+    }
+
+    #[test]
+    fn forwarded_is_read_in_all_its_spellings() {
+        let proxies = proxies(&["127.0.0.1/32"], ProxyHeader::Forwarded);
         let peer = ip("127.0.0.1");
         for (value, want) in [
             ("for=192.0.2.60;proto=http;by=203.0.113.43", "192.0.2.60"),
@@ -212,40 +250,50 @@ mod tests {
             ("for=192.0.2.43, for=198.51.100.17", "198.51.100.17"),
             (r#"for="_gazonk", for=198.51.100.17"#, "198.51.100.17"),
             (r#"proto=https;for="[::ffff:192.0.2.5]""#, "192.0.2.5"),
+            (r#"for="a,b;c", for=198.51.100.17"#, "198.51.100.17"),
         ] {
-            let map = headers(&[("forwarded", value), ("x-forwarded-for", "203.0.113.1")]);
+            let map = headers(&[("forwarded", value.as_bytes())]);
             assert_eq!(client_ip(peer, &map, &proxies), ip(want), "{value}");
         }
     }
 
     #[test]
     fn an_unusable_hop_stops_at_the_nearest_trusted_one() {
-        let proxies = trusted(&["10.0.0.0/8"]);
+        let proxies = xff(&["10.0.0.0/8"]);
         let peer = ip("10.0.0.2");
         for value in ["1.2.3.4, unknown", "1.2.3.4, not-an-ip", "1.2.3.4, "] {
-            let map = headers(&[("x-forwarded-for", value)]);
+            let map = headers(&[("x-forwarded-for", value.as_bytes())]);
             assert_eq!(client_ip(peer, &map, &proxies), peer, "{value}");
         }
-        let map = headers(&[("x-forwarded-for", "1.2.3.4, garbage, 10.0.0.9")]);
+        let map = headers(&[("x-forwarded-for", b"1.2.3.4, garbage, 10.0.0.9")]);
         assert_eq!(client_ip(peer, &map, &proxies), ip("10.0.0.9"));
-        let map = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(client_ip(peer, &map, &proxies), peer);
+        let forwarded = super::tests::proxies(&["10.0.0.0/8"], ProxyHeader::Forwarded);
+        let map = headers(&[("forwarded", b"for=unknown")]);
+        assert_eq!(client_ip(peer, &map, &forwarded), peer);
+    }
+
+    #[test]
+    fn a_bad_byte_spoils_only_its_own_element() {
+        let proxies = xff(&["127.0.0.1/32"]);
+        let peer = ip("127.0.0.1");
+        // The client wrote a non-UTF-8 element; the proxy appended the address it saw.
+        let map = headers(&[("x-forwarded-for", b"\xff\xfe, 198.51.100.7")]);
+        assert_eq!(client_ip(peer, &map, &proxies), ip("198.51.100.7"));
+        let forwarded = super::tests::proxies(&["127.0.0.1/32"], ProxyHeader::Forwarded);
+        let map = headers(&[("forwarded", b"for=\"\xff\", for=198.51.100.8")]);
+        assert_eq!(client_ip(peer, &map, &forwarded), ip("198.51.100.8"));
     }
 
     #[test]
     fn an_ipv4_mapped_peer_counts_as_ipv4() {
-        let proxies = trusted(&["127.0.0.1/32"]);
-        let map = headers(&[("x-forwarded-for", "192.0.2.1")]);
+        let proxies = xff(&["127.0.0.1/32"]);
+        let map = headers(&[("x-forwarded-for", b"192.0.2.1")]);
         assert_eq!(
             client_ip(ip("::ffff:127.0.0.1"), &map, &proxies),
             ip("192.0.2.1")
         );
         assert_eq!(
-            client_ip(
-                ip("::ffff:192.0.2.8"),
-                &HeaderMap::new(),
-                &TrustedProxies::default()
-            ),
+            client_ip(ip("::ffff:192.0.2.8"), &HeaderMap::new(), &xff(&[])),
             ip("192.0.2.8")
         );
     }

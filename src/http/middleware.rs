@@ -20,10 +20,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 
 use super::AppState;
-use super::client_ip::{ClientIp, resolve_client_ip};
+use super::client_ip::{ClientIp, Proxies, resolve_client_ip};
 use super::error::{detail_for, detail_response};
 use super::rate_limit;
-use crate::config::TrustedProxies;
 use crate::metrics::Metrics;
 use crate::telemetry::{self, RequestContext};
 
@@ -39,8 +38,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// `HTTP_BODY_READ_TIMEOUT_SECS`.
     pub body_read_timeout: Duration,
-    /// `TRUSTED_PROXIES`.
-    pub trusted_proxies: Arc<TrustedProxies>,
+    /// `TRUSTED_PROXIES` and `TRUSTED_PROXY_HEADER`.
+    pub proxies: Arc<Proxies>,
 }
 
 /// Applies the stack to `routes` (outermost layer first).
@@ -48,14 +47,14 @@ pub fn wrap(routes: Router, limits: Limits, state: AppState) -> Router {
     let Limits {
         request_timeout,
         body_read_timeout,
-        trusted_proxies,
+        proxies,
     } = limits;
     let stack = ServiceBuilder::new()
         .map_request(drop_unsafe_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn_with_state(
-            trusted_proxies,
+            proxies,
             resolve_client_ip,
         ))
         .layer(axum::middleware::from_fn_with_state(

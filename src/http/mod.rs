@@ -20,7 +20,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Auth;
-use crate::config::TrustedProxies;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -57,7 +56,7 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// The whole service: the API, its documentation and the middleware.
 pub fn router(
     state: AppState,
-    trusted_proxies: TrustedProxies,
+    proxies: client_ip::Proxies,
     request_timeout: Duration,
     body_read_timeout: Duration,
 ) -> Router {
@@ -73,7 +72,7 @@ pub fn router(
         middleware::Limits {
             request_timeout,
             body_read_timeout,
-            trusted_proxies: Arc::new(trusted_proxies),
+            proxies: Arc::new(proxies),
         },
         state,
     )

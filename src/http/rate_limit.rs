@@ -22,31 +22,27 @@ use crate::limits::{Decision, Rule, ip_key};
 enum Class {
     /// One rule keyed by the client IP (a handler may check more, such as the login name).
     PerIp(Rule),
+    /// `api_user` keyed by the token's session rather than its user: ending a session must stay
+    /// possible while a stolen token spends the user's budget.
+    PerSession,
     /// Never limited: probes and scrapes must get through an attack.
     Exempt,
 }
 
-/// The routes with their own rule. Any other request answers to `api_user` with a valid access
-/// token and `api_ip` without. A new route class is one line here (and its [`Rule`]).
+/// The routes with their own rule. Any other request answers to `api_user` (keyed by user) with
+/// a valid access token and `api_ip` without. A new route class is one line here (and, for a new
+/// setting, its [`Rule`]).
+#[rustfmt::skip]
 const ROUTES: &[(Option<Method>, &str, Class)] = &[
-    (
-        Some(Method::POST),
-        "/auth/login",
-        Class::PerIp(Rule::LoginIp),
-    ),
-    (
-        Some(Method::POST),
-        "/auth/signup",
-        Class::PerIp(Rule::SignupIp),
-    ),
-    (
-        Some(Method::POST),
-        "/auth/refresh",
-        Class::PerIp(Rule::RefreshIp),
-    ),
-    (None, "/healthz", Class::Exempt),
-    (None, "/readyz", Class::Exempt),
-    (None, "/metrics", Class::Exempt),
+    (Some(Method::POST),   "/auth/login",         Class::PerIp(Rule::LoginIp)),
+    (Some(Method::POST),   "/auth/signup",        Class::PerIp(Rule::SignupIp)),
+    (Some(Method::POST),   "/auth/refresh",       Class::PerIp(Rule::RefreshIp)),
+    (Some(Method::POST),   "/auth/logout",        Class::PerSession),
+    (Some(Method::POST),   "/auth/logout-all",    Class::PerSession),
+    (Some(Method::DELETE), "/auth/sessions/{id}", Class::PerSession),
+    (None,                 "/healthz",            Class::Exempt),
+    (None,                 "/readyz",             Class::Exempt),
+    (None,                 "/metrics",            Class::Exempt),
 ];
 
 /// The decisions taken for one request, which the handler can add to (the login name's rule)
@@ -123,10 +119,16 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     let (rule, key) = match class {
         Some(Class::Exempt) => return next.run(req).await,
         Some(Class::PerIp(rule)) => (rule, ip_key(ip)),
-        None => match bearer_token(req.headers()).and_then(|t| state.auth.token_user(t)) {
-            Some(user) => (Rule::ApiUser, user.get().to_string()),
-            None => (Rule::ApiIp, ip_key(ip)),
-        },
+        Some(Class::PerSession) | None => {
+            let claims = bearer_token(req.headers()).and_then(|t| state.auth.token_claims(t));
+            match (claims, class) {
+                (Some(claims), Some(_)) => {
+                    (Rule::ApiUser, format!("session:{}", claims.session.get()))
+                }
+                (Some(claims), None) => (Rule::ApiUser, claims.user.get().to_string()),
+                (None, _) => (Rule::ApiIp, ip_key(ip)),
+            }
+        }
     };
     let checked = Checked::default();
     let mut response = match check(&state, Some(&checked), rule, &key).await {

@@ -332,11 +332,27 @@ pub fn ip_key(ip: IpAddr) -> String {
 }
 
 /// The name a login is counted under: an e-mail address in its canonical form when it is one,
-/// anything else trimmed and lower-cased (usernames are unique case-insensitively).
+/// anything else trimmed and lower-cased character by character (usernames are unique
+/// case-insensitively). Each character gets its simple lower-case mapping, as PostgreSQL's
+/// `lower()` in the account lookup does: `İ` (U+0130) becomes `i` (not `i` and a combining dot)
+/// and `Σ` is always `σ`, so two spellings that find the same account share one key.
 pub fn login_key(name: &str) -> String {
     match crate::domain::Email::parse(name) {
         Ok(email) => email.as_str().to_owned(),
-        Err(_) => name.trim().to_lowercase(),
+        Err(_) => name.trim().chars().map(simple_lowercase).collect(),
+    }
+}
+
+/// `c`'s simple (one-character) lower-case mapping. Rust's `char::to_lowercase` gives the full
+/// mapping, which differs only for U+0130; final sigma is contextual only in `str::to_lowercase`.
+fn simple_lowercase(c: char) -> char {
+    if c == '\u{130}' {
+        return 'i';
+    }
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(one), None) => one,
+        _ => c,
     }
 }
 
@@ -376,5 +392,9 @@ mod tests {
         assert_eq!(login_key("Ada@Example.COM"), login_key("ada@example.com"));
         assert_eq!(login_key(" Ada "), "ada");
         assert_ne!(login_key("ada"), login_key("ada@example.com"));
+        // As PostgreSQL's lower() folds them in the account lookup.
+        assert_eq!(login_key("\u{130}da"), login_key("ida"));
+        assert_eq!(login_key("ΟΔΟΣ"), "οδοσ");
+        assert_eq!(login_key("ÅSA"), "åsa");
     }
 }

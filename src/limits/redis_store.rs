@@ -11,8 +11,18 @@
 //! [`OPEN_FOR`] (the calls fail at once), then lets one call probe it: a dead Redis costs one
 //! request per second the timeout, not every request. A connection found broken (Redis
 //! restarted) is replaced and the call retried once within its timeout, so a restart costs no
-//! request a failure. Outages are logged once per [`LOG_INTERVAL`] with a count, and their end
-//! once; the URL (which may hold a password) is never logged, only its host and port.
+//! request a failure. A connection that merely stops answering (the host died, the network
+//! split, the server froze: nothing closes it, and the client does not count a timeout as a
+//! broken connection) is thrown away after a call times out or fails on I/O, so the next call
+//! (the breaker's probe) connects afresh instead of waiting on it until the kernel gives up.
+//! TCP keepalive ([`KEEPALIVE`]) finds such a connection while it is idle. Outages are logged
+//! once per [`LOG_INTERVAL`] with a count, and their end once; the URL (which may hold a
+//! password) is never logged, only its host and port.
+//!
+//! Needs Redis 4 or newer (`HSET` with several fields). The scripts write after reading `TIME`,
+//! which needs effects replication: the default from Redis 5, asked for by the scripts themselves
+//! on Redis 4 (`redis.replicate_commands`, a no-op later). Not Redis Cluster: the login script's
+//! two keys, and the keys a success clears, are in different slots.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
+use redis::io::tcp::socket2::TcpKeepalive;
 use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -40,6 +52,14 @@ pub const OPEN_FOR: Duration = Duration::from_secs(1);
 /// At most one "unavailable" line per this long.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// TCP keepalive on the connection: an idle connection whose peer vanished is found dead within
+/// about 25 s (first probe after 10 s idle, then every 5 s, given up after 3 unanswered), not
+/// the hours of the system's default.
+const KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
+    .with_time(Duration::from_secs(10))
+    .with_interval(Duration::from_secs(5))
+    .with_retries(3);
+
 /// The GCRA step.
 static GCRA: OnceLock<Script> = OnceLock::new();
 /// The login throttle's step.
@@ -56,8 +76,10 @@ fn login_script() -> &'static Script {
 /// Budgets and counters in Redis.
 pub struct RedisStore {
     client: redis::Client,
-    /// Made on first use (it needs the runtime), then reconnects by itself.
-    manager: OnceLock<ConnectionManager>,
+    /// The connection manager in use: made on first use (it needs the runtime); reconnects by
+    /// itself when it finds its connection closed, and is thrown away when a call on it times
+    /// out or fails on I/O (see [`RedisStore::call`]).
+    manager: Mutex<ManagerSlot>,
     timeout: Duration,
     /// `cerego:` (tests add to it, to keep apart from each other).
     prefix: String,
@@ -89,9 +111,15 @@ impl RedisStore {
         let client = redis::Client::open(url.expose_secret())
             .map_err(|err| anyhow!("REDIS_URL is not a usable Redis URL: {err}"))?;
         let address = client.get_connection_info().addr().to_string();
+        let info = client
+            .get_connection_info()
+            .clone()
+            .set_tcp_settings(TcpSettings::default().set_keepalive(KEEPALIVE));
+        let client = redis::Client::open(info)
+            .map_err(|err| anyhow!("REDIS_URL is not a usable Redis URL: {err}"))?;
         Ok(Self {
             client,
-            manager: OnceLock::new(),
+            manager: Mutex::default(),
             timeout,
             prefix,
             address,
@@ -165,6 +193,10 @@ impl RedisStore {
     /// Runs `op` on the connection within the timeout, unless the breaker is open; retries it
     /// once if the connection turned out broken (the manager is reconnecting then, and the retry
     /// waits for the new connection).
+    ///
+    /// A call that times out or fails on I/O throws its manager away, so the next call connects
+    /// afresh: the client reconnects by itself only when it sees its connection closed, and a
+    /// timeout (a server that vanished without closing anything) is not that.
     async fn call<T: FromRedisValue>(&self, op: &Op<'_>) -> Result<T, StoreError> {
         let permit = self.breaker.admit(Instant::now()).map_err(|last| {
             StoreError(anyhow!(
@@ -173,24 +205,31 @@ impl RedisStore {
                 OPEN_FOR.as_millis()
             ))
         })?;
-        let mut conn = self.manager().map_err(StoreError)?;
+        let (generation, mut conn) = self.manager().map_err(StoreError)?;
         let attempt = async {
             match op.run(&mut conn).await {
-                Err(err) if err.is_unrecoverable_error() || err.is_io_error() => {
-                    op.run(&mut conn).await
-                }
+                // A timeout is not retried: the connection would not answer the retry either.
+                Err(err) if broken(&err) && !err.is_timeout() => op.run(&mut conn).await,
                 other => other,
             }
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
-            // The client's error repeats its cause in its own message: its text says it all.
-            Ok(Err(err)) => Err(anyhow!("Redis at {}: {err}", self.address)),
-            Err(_) => Err(anyhow!(
-                "Redis at {} did not answer within {} ms",
-                self.address,
-                self.timeout.as_millis()
-            )),
+            Ok(Err(err)) => {
+                if broken(&err) {
+                    self.discard(generation);
+                }
+                // The client's error repeats its cause in its own message: its text says it all.
+                Err(anyhow!("Redis at {}: {err}", self.address))
+            }
+            Err(_) => {
+                self.discard(generation);
+                Err(anyhow!(
+                    "Redis at {} did not answer within {} ms",
+                    self.address,
+                    self.timeout.as_millis()
+                ))
+            }
         };
         match result {
             Ok(value) => {
@@ -205,10 +244,12 @@ impl RedisStore {
         }
     }
 
-    /// The connection manager, made on first use (it spawns a task, so it needs the runtime).
-    fn manager(&self) -> anyhow::Result<ConnectionManager> {
-        if let Some(manager) = self.manager.get() {
-            return Ok(manager.clone());
+    /// The connection manager in use and its generation; made if there is none (on first use,
+    /// or after [`Self::discard`]). It spawns a task, so it needs the runtime.
+    fn manager(&self) -> anyhow::Result<(u64, ConnectionManager)> {
+        let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(manager) = &slot.manager {
+            return Ok((slot.generation, manager.clone()));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -217,9 +258,32 @@ impl RedisStore {
             .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
             .context("setting up the Redis connection")?;
-        // Two first calls at once: one manager wins, the other is dropped unused.
-        Ok(self.manager.get_or_init(|| manager).clone())
+        slot.generation += 1;
+        slot.manager = Some(manager.clone());
+        Ok((slot.generation, manager))
     }
+
+    /// Throws away the manager of `generation` (its connection is dropped once the calls still
+    /// on it end), unless another call did already: the next call makes a new one. Calls that
+    /// failed on an older manager leave a newer one alone.
+    fn discard(&self, generation: u64) {
+        let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.generation == generation {
+            slot.manager = None;
+        }
+    }
+}
+
+/// The connection manager in use, and how many have been made.
+#[derive(Default)]
+struct ManagerSlot {
+    generation: u64,
+    manager: Option<ConnectionManager>,
+}
+
+/// Whether `err` says the connection is broken or unanswering (not a reply of the server's).
+fn broken(err: &redis::RedisError) -> bool {
+    err.is_io_error() || err.is_unrecoverable_error()
 }
 
 /// One request to Redis (kept, so that it can be sent again on a new connection).

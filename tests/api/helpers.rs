@@ -285,6 +285,7 @@ pub fn test_settings(url: &str) -> Settings {
         log_format: LogFormat::Json,
         limits: default_limits(),
         trusted_proxies: cerego::config::TrustedProxies::default(),
+        trusted_proxy_header: cerego::config::ProxyHeader::default(),
     }
 }
 

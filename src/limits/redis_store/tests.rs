@@ -1,6 +1,7 @@
 //! Tests of the Redis store: against the Redis on 127.0.0.1:6379 (each test under its own key
-//! prefix), a private `redis-server` that is killed and restarted, an address that refuses
-//! connections, and a listener that never answers. Without a Redis (and without `CI` set) the
+//! prefix), a private `redis-server` that is killed and restarted, a proxy to one that stops
+//! forwarding without closing anything, an address that refuses connections, and a listener that
+//! never answers. Without a Redis (and without `CI` set) the
 //! tests that need one print a notice and pass; with `CI` set they fail.
 
 use std::num::NonZeroU32;
@@ -107,7 +108,7 @@ fn new_fails_only_on_a_malformed_url_and_connects_lazily() {
     let debug = format!("{store:?}");
     assert!(debug.contains("127.0.0.1:1"), "{debug}");
     assert!(!debug.contains("s3cret"), "the password leaked: {debug}");
-    assert!(store.manager.get().is_none());
+    assert!(store.manager.lock().expect("lock").manager.is_none());
 }
 
 /// The stores' futures can run on any worker thread (an axum middleware needs that).
@@ -941,4 +942,148 @@ async fn an_outage_is_logged_once_with_its_end_and_never_the_password() {
         .collect();
     assert_eq!(answering.len(), 1, "{text}");
     assert!(answering[0].contains("unreported_failures=19"), "{text}");
+}
+
+/// A TCP proxy to `127.0.0.1:<upstream>` that can "black-hole": every connection open then stops
+/// forwarding, without being closed, forever (as when the server's host dies or the network
+/// splits); connections accepted while black-holed are held and never forwarded. After
+/// [`BlackHoleProxy::resume`] new connections are forwarded again, the old ones stay dead.
+struct BlackHoleProxy {
+    port: u16,
+    black_hole: tokio::sync::watch::Sender<bool>,
+    /// Connections accepted so far.
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHoleProxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (black_hole, watch) = tokio::sync::watch::channel(false);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut watch = watch.clone();
+                connections.spawn(async move {
+                    if !*watch.borrow_and_update() {
+                        let mut server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                            .await
+                            .expect("upstream");
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                            _ = watch.wait_for(|&black_hole| black_hole) => {}
+                        }
+                        // Dead from here on, and never closed (until the test ends).
+                        std::future::pending::<()>().await;
+                        drop(server);
+                    }
+                    std::future::pending::<()>().await;
+                    drop(client);
+                });
+            }
+        });
+        Self {
+            port,
+            black_hole,
+            accepted,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn black_hole(&self) {
+        self.black_hole.send_replace(true);
+    }
+
+    fn resume(&self) {
+        self.black_hole.send_replace(false);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHoleProxy {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its JoinSet, which aborts every connection's task.
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_vanishes_without_closing_is_left_for_a_new_connection() {
+    let Some(server) = PrivateRedis::start().await else {
+        return;
+    };
+    let proxy = BlackHoleProxy::start(server.port).await;
+    let timeout = Duration::from_millis(250);
+    let store = RedisStore::new(&secret(&proxy.url()), timeout).expect("url");
+    let quota = rate(10, 3600);
+    assert_eq!(store.gcra("k", quota).await.expect("up").remaining, 9);
+    assert_eq!(proxy.accepted(), 1);
+
+    // Vanished: the call fails after the timeout, and the breaker opens.
+    proxy.black_hole();
+    let started = Instant::now();
+    assert!(store.gcra("k", quota).await.is_err());
+    let took = started.elapsed();
+    assert!(
+        took >= timeout - Duration::from_millis(20) && took < timeout * 2,
+        "{took:?}"
+    );
+    let err = store.gcra("k", quota).await.expect_err("skipped");
+    assert!(err.to_string().contains("not asked"), "{err}");
+
+    // Still gone: the probe tries a new connection (which the dead network holds, unanswered).
+    tokio::time::sleep(OPEN_FOR).await;
+    let started = Instant::now();
+    assert!(store.gcra("k", quota).await.is_err());
+    assert!(started.elapsed() < timeout * 2, "{:?}", started.elapsed());
+    let before = proxy.accepted();
+    assert!(before >= 2, "the probe did not connect afresh");
+
+    // Back for new connections (the old ones stay dead): the next probe finds it.
+    proxy.resume();
+    let back = Instant::now();
+    let outcome = loop {
+        match store.gcra("k", quota).await {
+            Ok(outcome) => break outcome,
+            Err(_) => {
+                assert!(
+                    back.elapsed() < Duration::from_secs(5),
+                    "not recovered: {} connections",
+                    proxy.accepted()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(
+        back.elapsed() <= OPEN_FOR + timeout + Duration::from_millis(500),
+        "{:?}",
+        back.elapsed()
+    );
+    assert_eq!(outcome.remaining, 8, "the same Redis, its budget kept");
+    // (Usually two: the thrown-away manager's own background reconnect, which its failed
+    // connection attempt started, may land once forwarding is back; it is dropped unused.)
+    let after = proxy.accepted();
+    assert!(after > before, "{before} {after}");
+    // And it stays on the new connection.
+    for remaining in (0..8).rev() {
+        assert_eq!(
+            store.gcra("k", quota).await.expect("up").remaining,
+            remaining
+        );
+    }
+    assert_eq!(proxy.accepted(), after);
 }

@@ -3,6 +3,12 @@
 -- every replica shares it. Returns integers only: {allowed (1|0), remaining, reset_us,
 -- retry_after_us}. The stored TAT expires when the bucket is full again. ARGV[3], only ever
 -- passed by the tests that hold this script to gcra.rs, replaces the clock.
+-- The writes below follow TIME, a non-deterministic command: Redis before 5 refuses that unless
+-- the script replicates its effects rather than itself (the default from 5 on, where this call is
+-- a deprecated no-op).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local t = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])

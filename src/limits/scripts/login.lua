@@ -7,6 +7,12 @@
 -- only: {0, 0} allowed, {1, wait_us} refused by the pair's backoff, {2, wait_us} by the
 -- account's cap. ARGV[5], only ever passed by the tests that hold this script to throttle.rs,
 -- replaces the clock.
+-- The writes below follow TIME, a non-deterministic command: Redis before 5 refuses that unless
+-- the script replicates its effects rather than itself (the default from 5 on, where this call is
+-- a deprecated no-op).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local after = tonumber(ARGV[1])
 local max_secs = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
