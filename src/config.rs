@@ -108,13 +108,14 @@ impl Rates {
 /// Login backoff per (account, client IP) and the failure cap per account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleSettings {
-    /// Consecutive failures of one account from one IP before each further attempt waits a
+    /// Consecutive failures of one login name from one IP before each further attempt waits a
     /// doubling delay (`LOGIN_BACKOFF_AFTER`, 0..=1000, default 5; 0 turns the backoff off).
     pub backoff_after: u32,
     /// The longest such delay (`LOGIN_BACKOFF_MAX_SECS`, 1..=86400, default 900).
     pub backoff_max: Duration,
-    /// Consecutive failures of one account, from every IP, after which it answers 429 until its
-    /// window ends (`LOGIN_ACCOUNT_FAILURE_LIMIT`, 0..=1000000, default 100; 0 turns it off).
+    /// Failures of one login name, from every IP, within the window of the first, after which
+    /// it answers 429 until that window ends (`LOGIN_ACCOUNT_FAILURE_LIMIT`, 0..=1000000,
+    /// default 100; 0 turns it off).
     pub account_failure_limit: u32,
     /// That window (`LOGIN_ACCOUNT_FAILURE_WINDOW_SECS`, 1..=604800, default 3600).
     pub account_failure_window: Duration,

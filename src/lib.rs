@@ -13,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod outage;
 pub mod readiness;
 pub mod secret_file;
 pub mod store;

@@ -20,7 +20,8 @@ use super::parse::{
 };
 use super::{
     ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
-    LimitSettings, LogFormat, ProxyHeader, Rates, SessionSettings, Settings, ThrottleSettings, TrustedProxies,
+    LimitSettings, LogFormat, ProxyHeader, Rates, SessionSettings, Settings, ThrottleSettings,
+    TrustedProxies,
 };
 use crate::limits::Rule;
 
@@ -244,8 +245,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "REDIS_TIMEOUT_MS", global = true, help_heading = "Rate limits",
           default_value_t = 250, value_parser = bounded::<u64>(10..=10_000))]
     pub redis_timeout_ms: u64,
-    /// Consecutive failed logins of one account from one IP after which each further attempt
-    /// waits a doubling delay (1 s, 2 s, 4 s ...); 0..=1000, 0 turns the backoff off.
+    /// Consecutive failed logins of one login name (e-mail or username) from one IP after which
+    /// each further attempt waits a doubling delay (1 s, 2 s, 4 s ...); 0..=1000, 0 turns the
+    /// backoff off.
     #[arg(long, env = "LOGIN_BACKOFF_AFTER", global = true, help_heading = "Rate limits",
           default_value_t = 5, value_parser = bounded::<u32>(0..=1000))]
     pub login_backoff_after: u32,
@@ -253,8 +255,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "LOGIN_BACKOFF_MAX_SECS", global = true, help_heading = "Rate limits",
           default_value_t = 900, value_parser = bounded::<u64>(1..=86_400))]
     pub login_backoff_max_secs: u64,
-    /// Consecutive failed logins of one account from all IPs together after which it answers
-    /// 429 until LOGIN_ACCOUNT_FAILURE_WINDOW_SECS ends; 0..=1000000, 0 turns the cap off.
+    /// Failed logins of one login name from all IPs together, within
+    /// LOGIN_ACCOUNT_FAILURE_WINDOW_SECS of the first, after which it answers 429 until that
+    /// window ends; 0..=1000000, 0 turns the cap off.
     #[arg(long, env = "LOGIN_ACCOUNT_FAILURE_LIMIT", global = true, help_heading = "Rate limits",
           default_value_t = 100, value_parser = bounded::<u32>(0..=1_000_000))]
     pub login_account_failure_limit: u32,

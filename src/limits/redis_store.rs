@@ -16,7 +16,7 @@
 //! broken connection) is thrown away after a call times out or fails on I/O, so the next call
 //! (the breaker's probe) connects afresh instead of waiting on it until the kernel gives up.
 //! TCP keepalive ([`KEEPALIVE`]) finds such a connection while it is idle. Outages are logged
-//! once per [`LOG_INTERVAL`] with a count, and their end once; the URL (which may hold a
+//! once per [`outage::INTERVAL`] with a count, and their end once; the URL (which may hold a
 //! password) is never logged, only its host and port.
 //!
 //! Needs Redis 4 or newer (`HSET` with several fields). The scripts write after reading `TIME`,
@@ -42,15 +42,13 @@ use super::store::{GcraOutcome, StoreError};
 use super::throttle::Params;
 use super::{ThrottleScope, Throttled};
 use crate::config::ThrottleSettings;
+use crate::outage::{self, OutageLog};
 
 /// The prefix of every key this service writes.
 pub const KEY_PREFIX: &str = "cerego:";
 
 /// How long Redis is left alone after a failure before one call probes it.
 pub const OPEN_FOR: Duration = Duration::from_secs(1);
-
-/// At most one "unavailable" line per this long.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// TCP keepalive on the connection: an idle connection whose peer vanished is found dead within
 /// about 25 s (first probe after 10 s idle, then every 5 s, given up after 3 unanswered), not
@@ -111,10 +109,14 @@ impl RedisStore {
         let client = redis::Client::open(url.expose_secret())
             .map_err(|err| anyhow!("REDIS_URL is not a usable Redis URL: {err}"))?;
         let address = client.get_connection_info().addr().to_string();
-        let info = client
-            .get_connection_info()
-            .clone()
-            .set_tcp_settings(TcpSettings::default().set_keepalive(KEEPALIVE));
+        let info = client.get_connection_info().clone().set_tcp_settings(
+            // No Nagle: calls from concurrent requests share the connection, and a small
+            // write held back until the previous one is acknowledged (up to 40 ms with
+            // delayed ACKs) would sit in every limited request's latency.
+            TcpSettings::default()
+                .set_nodelay(true)
+                .set_keepalive(KEEPALIVE),
+        );
         let client = redis::Client::open(info)
             .map_err(|err| anyhow!("REDIS_URL is not a usable Redis URL: {err}"))?;
         Ok(Self {
@@ -173,9 +175,24 @@ impl RedisStore {
     }
 
     /// Records a failed call (this store's or one it skipped): logged at once if no line went out
-    /// in the last [`LOG_INTERVAL`], else counted for the next line.
+    /// in the last [`outage::INTERVAL`], else counted for the next line.
     pub fn outage(&self, err: &StoreError, admit: bool) {
-        self.outage.failed(&self.address, err, admit);
+        let Some(failures) = self.outage.failed() else {
+            return;
+        };
+        let meanwhile = if admit {
+            "requests are admitted without limits"
+        } else {
+            "limited requests get 503"
+        };
+        tracing::warn!(
+            store = "redis",
+            redis = self.address,
+            failures,
+            error = format!("{:#}", err.0),
+            "rate-limit store unavailable; {meanwhile} (logged at most every {}s)",
+            outage::INTERVAL.as_secs()
+        );
     }
 
     /// `PING`, through the same path as every call.
@@ -234,7 +251,15 @@ impl RedisStore {
         match result {
             Ok(value) => {
                 permit.succeeded();
-                self.outage.answered(&self.address);
+                if let Some(back) = self.outage.answered() {
+                    tracing::info!(
+                        store = "redis",
+                        redis = self.address,
+                        unreported_failures = back.unreported_failures,
+                        outage_ms = outage::millis(back.outage),
+                        "rate-limit store answering again"
+                    );
+                }
                 Ok(value)
             }
             Err(err) => {
@@ -417,83 +442,6 @@ impl Drop for Permit<'_> {
         if self.probe {
             self.breaker.lock().probing = false;
         }
-    }
-}
-
-/// Redis failures, counted between log lines (the style of `store::outage`).
-#[derive(Debug, Default)]
-struct OutageLog {
-    /// Set while failures have been recorded and no success has followed: the only thing the
-    /// success path reads.
-    down: AtomicBool,
-    state: Mutex<OutageState>,
-}
-
-#[derive(Debug, Default)]
-struct OutageState {
-    /// Failures not yet reported in a line.
-    unreported: u64,
-    /// When the last "unavailable" line went out.
-    last_line: Option<Instant>,
-    /// The first failure of this outage.
-    since: Option<Instant>,
-    /// Whether a line went out during this outage (else its end is not worth one either).
-    logged: bool,
-}
-
-impl OutageLog {
-    fn failed(&self, address: &str, error: &StoreError, admit: bool) {
-        let mut state = self.lock();
-        let now = Instant::now();
-        state.unreported += 1;
-        state.since.get_or_insert(now);
-        self.down.store(true, Ordering::Relaxed);
-        if state
-            .last_line
-            .is_none_or(|last| now.duration_since(last) >= LOG_INTERVAL)
-        {
-            let meanwhile = if admit {
-                "requests are admitted without limits"
-            } else {
-                "limited requests get 503"
-            };
-            tracing::warn!(
-                store = "redis",
-                redis = address,
-                failures = state.unreported,
-                error = format!("{:#}", error.0),
-                "rate-limit store unavailable; {meanwhile} (logged at most every {}s)",
-                LOG_INTERVAL.as_secs()
-            );
-            state.unreported = 0;
-            state.last_line = Some(now);
-            state.logged = true;
-        }
-    }
-
-    fn answered(&self, address: &str) {
-        if !self.down.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut state = self.lock();
-        self.down.store(false, Ordering::Relaxed);
-        let since = state.since.take();
-        if std::mem::take(&mut state.logged)
-            && let Some(since) = since
-        {
-            tracing::info!(
-                store = "redis",
-                redis = address,
-                unreported_failures = state.unreported,
-                outage_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "rate-limit store answering again"
-            );
-            state.unreported = 0;
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, OutageState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -8,7 +8,6 @@
 
 mod connect;
 mod inline;
-mod outage;
 mod pool;
 mod rotation;
 mod sessions;

@@ -44,7 +44,7 @@ use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use sqlx::{ConnectOptions, Connection};
 
 use super::StoreError;
-use super::outage::OutageLog;
+use crate::outage::{self, OutageLog};
 
 /// A connection idle for longer than this is pinged before it is handed out.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
@@ -154,9 +154,29 @@ impl<C: Connection> Pool<C> {
         F: AsyncFnOnce(&mut C) -> Result<T, sqlx::Error>,
     {
         let out = self.use_conn(body).await;
+        let database = self.database;
         match &out {
-            Err(StoreError::Unavailable(err)) => self.outage.failed(self.database, err),
-            _ => self.outage.answered(self.database),
+            Err(StoreError::Unavailable(err)) => {
+                if let Some(failures) = self.outage.failed() {
+                    tracing::warn!(
+                        database,
+                        failures,
+                        error = format!("{err:#}"),
+                        "database unavailable; requests get 503 (logged at most every {}s)",
+                        outage::INTERVAL.as_secs()
+                    );
+                }
+            }
+            _ => {
+                if let Some(back) = self.outage.answered() {
+                    tracing::info!(
+                        database,
+                        unreported_failures = back.unreported_failures,
+                        outage_ms = outage::millis(back.outage),
+                        "database answering again"
+                    );
+                }
+            }
         }
         out
     }

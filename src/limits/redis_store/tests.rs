@@ -279,29 +279,6 @@ fn the_breaker_skips_redis_after_a_failure_then_lets_one_probe_through() {
     assert!(!breaker.admit(t0).expect("closed").probe);
 }
 
-#[test]
-fn outages_are_logged_once_per_interval_and_their_end_once() {
-    let log = OutageLog::default();
-    let err = StoreError(anyhow!("refused"));
-    for _ in 0..50 {
-        log.failed("127.0.0.1:6379", &err, true);
-    }
-    {
-        let state = log.lock();
-        assert_eq!(state.unreported, 49, "only the first went out");
-        assert!(state.logged);
-    }
-    log.answered("127.0.0.1:6379");
-    assert!(!log.down.load(Ordering::Relaxed));
-    assert!(log.lock().since.is_none());
-    // Failing again within the interval of the last line: counted, not logged.
-    log.failed("127.0.0.1:6379", &err, false);
-    log.answered("127.0.0.1:6379");
-    let state = log.lock();
-    assert_eq!(state.unreported, 1);
-    assert!(!state.logged);
-}
-
 #[tokio::test]
 async fn redis_and_memory_give_the_same_decisions() {
     let Some(redis) = shared_store("same").await else {
@@ -485,7 +462,7 @@ async fn an_unreachable_redis_fails_fast_and_keeps_failing_fast() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(store.outage.lock().unreported, 100);
+    assert_eq!(store.outage.snapshot().unreported, 100);
 }
 
 #[tokio::test]
