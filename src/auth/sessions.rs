@@ -182,11 +182,20 @@ impl Auth {
 
     /// The user and session an access token speaks for, if the session is still active.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
-        let now = self.now();
-        let claims = self.tokens.verify(token, now).map_err(|err| {
+        let claims = self.tokens.verify(token, self.now()).map_err(|err| {
             tracing::debug!(%err, "access token refused");
             AuthError::InvalidToken(err.kind)
         })?;
+        self.authenticate_claims(claims).await
+    }
+
+    /// [`Self::authenticate`] for claims already verified (`token_claims`): only whether the
+    /// session is still active, and its user.
+    pub async fn authenticate_claims(
+        &self,
+        claims: super::tokens::AccessClaims,
+    ) -> Result<Authenticated, AuthError> {
+        let now = self.now();
         let user = self
             .db
             .user_in_session(claims.user, claims.session, now, self.idle_cutoff(now))

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::{ApiError, BAD_TOKEN, FieldError};
+use super::rate_limit::VerifiedToken;
 use crate::domain::{FieldRule, SessionId, User};
 
 /// The fields of a request body, read from a JSON object or, where allowed, a form.
@@ -210,7 +211,11 @@ where
             // No credentials: the plain `Bearer` challenge, no error code (RFC 6750 §3.1).
             .ok_or(ApiError::unauthorized(BAD_TOKEN))?;
         let state = AppState::from_ref(state);
-        let found = state.auth.authenticate(token).await?;
+        // The rate-limit layer may have verified this very header already.
+        let found = match parts.extensions.get::<VerifiedToken>() {
+            Some(VerifiedToken(claims)) => state.auth.authenticate_claims(*claims).await?,
+            None => state.auth.authenticate(token).await?,
+        };
         Ok(Self {
             user: found.user,
             session: found.session,

@@ -15,6 +15,7 @@ use super::AppState;
 use super::client_ip::ClientIp;
 use super::error::ApiError;
 use super::extract::bearer_token;
+use crate::auth::tokens::AccessClaims;
 use crate::limits::{Decision, Rule, ip_key};
 
 /// What a route answers to.
@@ -44,6 +45,11 @@ const ROUTES: &[(Option<Method>, &str, Class)] = &[
     (None,                 "/readyz",             Class::Exempt),
     (None,                 "/metrics",            Class::Exempt),
 ];
+
+/// The claims of the request's bearer token, verified here for the rule's key (signature,
+/// expiry and claims; not the session), so the `CurrentUser` extractor does not verify it again.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedToken(pub AccessClaims);
 
 /// The decisions taken for one request, which the handler can add to (the login name's rule)
 /// and which become the response's header fields.
@@ -100,15 +106,11 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     if !state.limiter.enabled() {
         return next.run(req).await;
     }
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let class = path.as_deref().and_then(|path| {
+    let class = req.extensions().get::<MatchedPath>().and_then(|path| {
         ROUTES
             .iter()
             .find(|(method, route, _)| {
-                *route == path && method.as_ref().is_none_or(|m| m == req.method())
+                *route == path.as_str() && method.as_ref().is_none_or(|m| m == req.method())
             })
             .map(|(_, _, class)| *class)
     });
@@ -121,6 +123,10 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
         Some(Class::PerIp(rule)) => (rule, ip_key(ip)),
         Some(Class::PerSession) | None => {
             let claims = bearer_token(req.headers()).and_then(|t| state.auth.token_claims(t));
+            if let Some(claims) = claims {
+                // The handler's `CurrentUser` takes these instead of verifying the token again.
+                req.extensions_mut().insert(VerifiedToken(claims));
+            }
             match (claims, class) {
                 (Some(claims), Some(_)) => {
                     (Rule::ApiUser, format!("session:{}", claims.session.get()))
