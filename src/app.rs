@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::http::serve::{self, ConnectionLimits};
 use crate::http::{self, AppState};
 use crate::limits::Limiter;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::secret_file;
@@ -33,6 +34,8 @@ pub struct App {
     connections: ConnectionLimits,
     purge_interval: Duration,
     limiter: Arc<Limiter>,
+    mailer: Arc<Mailer>,
+    clock: Arc<dyn Clock>,
 }
 
 impl App {
@@ -60,12 +63,25 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new(db.kind()));
         let limiter = Arc::new(
-            Limiter::new(&settings.limits, &limiter_key(&secret), metrics.clone())
-                .context("invalid REDIS_URL")?,
+            Limiter::new(
+                &settings.limits,
+                &derived_key(&secret, b"cerego rate-limit keys v1"),
+                metrics.clone(),
+            )
+            .context("invalid REDIS_URL")?,
         );
         if !settings.limits.enabled {
             tracing::warn!("RATE_LIMIT_ENABLED=false: no rate limit and no login throttle applies");
         }
+        let mailer = Arc::new(
+            Mailer::new(
+                &settings.mail,
+                &settings.recovery,
+                &derived_key(&secret, b"cerego mail outbox v1"),
+                metrics.clone(),
+            )
+            .context("invalid SMTP_URL")?,
+        );
         let auth = Auth::new(
             db.clone(),
             PasswordHasher::new(settings.bcrypt_cost, settings.hash_queue, metrics.clone()),
@@ -73,8 +89,10 @@ impl App {
             settings.sessions,
             metrics.clone(),
             limiter.clone(),
+            mailer.clone(),
+            settings.recovery.clone(),
         )
-        .with_clock(clock);
+        .with_clock(clock.clone());
         let auth = Arc::new(auth);
         let state = AppState {
             auth: auth.clone(),
@@ -106,6 +124,8 @@ impl App {
             connections,
             purge_interval: settings.sessions.purge_interval,
             limiter,
+            mailer,
+            clock,
         })
     }
 
@@ -124,6 +144,7 @@ impl App {
         let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
         let reap = tokio::spawn(close_idle_connections(self.db.clone()));
         let sweep = tokio::spawn(sweep_limits(self.limiter.clone()));
+        let mail = tokio::spawn(self.mailer.clone().run(self.db.clone(), self.clock.clone()));
         serve::serve(
             self.listener,
             self.router,
@@ -135,24 +156,27 @@ impl App {
         purge.abort();
         reap.abort();
         sweep.abort();
+        mail.abort();
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// The key of the HMAC that names rate-limit keys: derived from the token-signing secret, so
-/// every replica (which must share that secret) names the same client the same way, and nobody
-/// without the secret can tell from a Redis key which IP or login name it counts.
-fn limiter_key(secret: &SecretString) -> Vec<u8> {
+/// A key for one purpose, derived from the token-signing secret (HMAC-SHA256 of the purpose), so
+/// every replica (which must share that secret) derives the same keys:
+/// - `cerego rate-limit keys v1` names rate-limit keys, so nobody without the secret can tell
+///   from a Redis key which IP or login name it counts;
+/// - `cerego mail outbox v1` seals what queued mail says (its links).
+fn derived_key(secret: &SecretString, purpose: &[u8]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
     use secrecy::ExposeSecret;
     let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes())
     else {
         unreachable!("HMAC takes a key of any length")
     };
-    mac.update(b"cerego rate-limit keys v1");
-    mac.finalize().into_bytes().to_vec()
+    mac.update(purpose);
+    mac.finalize().into_bytes().into()
 }
 
 /// Drops expired in-memory rate-limit entries once a minute.

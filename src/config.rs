@@ -52,6 +52,43 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// The one header those proxies write the client's address into (`TRUSTED_PROXY_HEADER`).
     pub trusted_proxy_header: ProxyHeader,
+    /// Password reset and e-mail verification: links, lifetimes, whether login needs it.
+    pub recovery: RecoverySettings,
+    /// How mail leaves: SMTP or files, sender address, retries.
+    pub mail: MailSettings,
+}
+
+/// Password reset and e-mail verification.
+#[derive(Debug, Clone)]
+pub struct RecoverySettings {
+    /// The page a reset mail links to, `?token=…` appended (`PASSWORD_RESET_URL`, default
+    /// `{PUBLIC_BASE_URL}/auth/password/reset`).
+    pub password_reset_url: String,
+    /// The page a verification mail links to (`EMAIL_VERIFICATION_URL`, default
+    /// `{PUBLIC_BASE_URL}/auth/email/verify`).
+    pub email_verification_url: String,
+    /// How long a reset token works (`PASSWORD_RESET_TTL_SECS`, 60..=86400, default 3600).
+    pub password_reset_ttl: Duration,
+    /// How long a verification token works (`EMAIL_VERIFICATION_TTL_SECS`, 60..=2592000,
+    /// default 86400).
+    pub email_verification_ttl: Duration,
+    /// `REQUIRE_EMAIL_VERIFICATION` (default false): logins to unverified accounts get 403.
+    pub require_email_verification: bool,
+}
+
+/// Outgoing mail.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `SMTP_URL` in lettre's form; `None`: messages become `.eml` files in `outbox_dir`.
+    pub smtp_url: Option<SecretString>,
+    /// Longest an SMTP connection or command may take (`SMTP_TIMEOUT_SECS`, 1..=300, default 10).
+    pub smtp_timeout: Duration,
+    /// `MAIL_FROM` (default `cerego <no-reply@localhost>`).
+    pub from: lettre::message::Mailbox,
+    /// `MAIL_OUTBOX_DIR` (default `./data/outbox/`).
+    pub outbox_dir: PathBuf,
+    /// The longest wait between delivery attempts (`MAIL_RETRY_MAX_SECS`, 1..=86400, default 300).
+    pub retry_max: Duration,
 }
 
 /// The header trusted proxies append the client's address to (`TRUSTED_PROXY_HEADER`). Only that

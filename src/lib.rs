@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod limits;
+pub mod mail;
 pub mod metrics;
 pub mod outage;
 pub mod readiness;

@@ -134,6 +134,15 @@ pub struct Metrics {
     sessions_opened: Counter,
     sessions_refreshed: Counter,
     sessions_revoked: Family<ReasonLabels, Counter>,
+    mail_sent: Family<KindLabels, Counter>,
+    mail_failed_attempts: Family<KindLabels, Counter>,
+    mail_expired: Family<KindLabels, Counter>,
+    mail_queue_depth: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 /// Why sessions ended before their time.
@@ -147,6 +156,10 @@ pub enum RevokeReason {
     Revoked,
     /// A used refresh token presented after its grace window.
     RefreshReuse,
+    /// Every session of an account whose password was reset.
+    PasswordReset,
+    /// The other sessions of an account whose password was changed.
+    PasswordChange,
 }
 
 /// Why the server closed a connection on its own.
@@ -315,6 +328,30 @@ impl Metrics {
             "Sessions ended before their time, by reason",
             sessions_revoked.clone(),
         );
+        let mail_sent = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "mail_sent",
+            "Messages delivered (to the SMTP server, or written to MAIL_OUTBOX_DIR), by kind",
+            mail_sent.clone(),
+        );
+        let mail_failed_attempts = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "mail_failed_attempts",
+            "Delivery attempts that failed and will be retried, by kind",
+            mail_failed_attempts.clone(),
+        );
+        let mail_expired = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "mail_expired",
+            "Messages given up undelivered because their link expired first, by kind",
+            mail_expired.clone(),
+        );
+        let mail_queue_depth = Gauge::default();
+        registry.register(
+            "mail_queue_depth",
+            "Messages in the outbox waiting to be delivered, as of the sender's last pass",
+            mail_queue_depth.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -346,6 +383,10 @@ impl Metrics {
             sessions_opened,
             sessions_refreshed,
             sessions_revoked,
+            mail_sent,
+            mail_failed_attempts,
+            mail_expired,
+            mail_queue_depth,
         }
     }
 
@@ -376,6 +417,29 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a message delivered; `kind` is a [`crate::mail::MailKind`] name.
+    pub fn record_mail_sent(&self, kind: &'static str) {
+        self.mail_sent.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a delivery attempt that failed (it will be retried).
+    pub fn record_mail_failed_attempt(&self, kind: &'static str) {
+        self.mail_failed_attempts
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Counts a message given up because it expired before it could be delivered.
+    pub fn record_mail_expired(&self, kind: &'static str) {
+        self.mail_expired.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Sets the number of messages waiting in the outbox.
+    pub fn set_mail_queue_depth(&self, depth: u64) {
+        self.mail_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
     /// Counts a session opened by a login.
     pub fn record_session_opened(&self) {
         self.sessions_opened.inc();
@@ -393,6 +457,8 @@ impl Metrics {
             RevokeReason::LogoutAll => "logout_all",
             RevokeReason::Revoked => "revoked",
             RevokeReason::RefreshReuse => "refresh_reuse",
+            RevokeReason::PasswordReset => "password_reset",
+            RevokeReason::PasswordChange => "password_change",
         };
         self.sessions_revoked
             .get_or_create(&ReasonLabels { reason })

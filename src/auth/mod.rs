@@ -12,9 +12,10 @@ use secrecy::SecretString;
 
 use std::sync::Arc;
 
-use crate::config::SessionSettings;
+use crate::config::{RecoverySettings, SessionSettings};
 use crate::domain::{Email, NewPassword, NewUser, UniqueField, User, UserId};
 use crate::limits::{self, Limiter};
+use crate::mail::Mailer;
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::{Db, StoreError};
 use clock::{Clock, SystemClock};
@@ -46,6 +47,22 @@ pub enum AuthError {
     /// The login throttle refused the attempt; retry after this long.
     #[error("login throttled")]
     Throttled(std::time::Duration),
+    /// A password-reset or e-mail verification token that is unknown, used or expired.
+    #[error("invalid or expired token")]
+    InvalidAccountToken,
+    /// The right password, but `REQUIRE_EMAIL_VERIFICATION` is on and the address is unconfirmed.
+    #[error("email not verified")]
+    EmailNotVerified,
+    /// A verification mail was asked for an address already confirmed.
+    #[error("email already verified")]
+    EmailAlreadyVerified,
+    /// A password change whose current password is wrong.
+    #[error("current password is incorrect")]
+    WrongCurrentPassword,
+    /// A new password (reset or change) that the password policy refuses; reported at
+    /// `new_password`.
+    #[error("new password refused: {0}")]
+    PasswordRefused(crate::domain::PasswordError),
     /// Too many logins and sign-ups are waiting for a hashing slot.
     #[error("password hashing is saturated")]
     Busy,
@@ -107,6 +124,10 @@ pub struct Auth {
     limiter: Arc<Limiter>,
     /// E-mail addresses and usernames with a sign-up in flight.
     signups: flight::InFlight,
+    /// Composes the mail of sign-up and recovery (queued in the outbox).
+    mailer: Arc<Mailer>,
+    /// Links, token lifetimes, whether login requires a verified address.
+    recovery: RecoverySettings,
 }
 
 impl Auth {
@@ -118,6 +139,8 @@ impl Auth {
         sessions: SessionSettings,
         metrics: Arc<Metrics>,
         limiter: Arc<Limiter>,
+        mailer: Arc<Mailer>,
+        recovery: RecoverySettings,
     ) -> Self {
         Self {
             db,
@@ -128,6 +151,8 @@ impl Auth {
             clock: Arc::new(SystemClock),
             limiter,
             signups: flight::InFlight::default(),
+            mailer,
+            recovery,
         }
     }
 

@@ -16,12 +16,13 @@ use clap::{ArgAction, Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::parse::{
-    BlankIsDefault, RateSetting, bounded, ip_address, rate, secret, trusted_proxies,
+    BlankIsDefault, RateSetting, base_url, bounded, ip_address, mailbox, page_url, rate, secret,
+    trusted_proxies,
 };
 use super::{
     ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
-    LimitSettings, LogFormat, ProxyHeader, Rates, SessionSettings, Settings, ThrottleSettings,
-    TrustedProxies,
+    LimitSettings, LogFormat, MailSettings, ProxyHeader, Rates, RecoverySettings, SessionSettings,
+    Settings, ThrottleSettings, TrustedProxies,
 };
 use crate::limits::Rule;
 
@@ -66,8 +67,21 @@ pub const VARIABLES: &[&str] = &[
     "LOGIN_BACKOFF_MAX_SECS",
     "LOGIN_ACCOUNT_FAILURE_LIMIT",
     "LOGIN_ACCOUNT_FAILURE_WINDOW_SECS",
+    "RATE_LIMIT_RECOVERY_IP",
+    "RATE_LIMIT_RECOVERY_ACCOUNT",
     "TRUSTED_PROXIES",
     "TRUSTED_PROXY_HEADER",
+    "PUBLIC_BASE_URL",
+    "PASSWORD_RESET_URL",
+    "EMAIL_VERIFICATION_URL",
+    "PASSWORD_RESET_TTL_SECS",
+    "EMAIL_VERIFICATION_TTL_SECS",
+    "REQUIRE_EMAIL_VERIFICATION",
+    "SMTP_URL",
+    "SMTP_TIMEOUT_SECS",
+    "MAIL_FROM",
+    "MAIL_OUTBOX_DIR",
+    "MAIL_RETRY_MAX_SECS",
     "LOG_FORMAT",
 ];
 
@@ -266,6 +280,15 @@ pub struct SettingsArgs {
           help_heading = "Rate limits", default_value_t = 3600,
           value_parser = bounded::<u64>(1..=604_800))]
     pub login_account_failure_window_secs: u64,
+    /// POST /auth/password/forgot and POST /auth/email/verification per client IP; same syntax.
+    #[arg(long, env = "RATE_LIMIT_RECOVERY_IP", global = true, help_heading = "Rate limits",
+          default_value = "100/hour", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_recovery_ip: RateSetting,
+    /// The same two routes per e-mail address (the one in the body, or the caller's): how many
+    /// recovery or verification mails one address can be sent; same syntax.
+    #[arg(long, env = "RATE_LIMIT_RECOVERY_ACCOUNT", global = true, help_heading = "Rate limits",
+          default_value = "3/hour", value_parser = BlankIsDefault(rate))]
+    pub rate_limit_recovery_account: RateSetting,
     /// Comma-separated CIDRs (or addresses) of the reverse proxies in front of cerego. Only a
     /// request from one of them has its client IP read from Forwarded / X-Forwarded-For (the
     /// rightmost address that is not itself a trusted proxy). Empty: the TCP peer is the client.
@@ -278,6 +301,66 @@ pub struct SettingsArgs {
           default_value = "x-forwarded-for",
           value_parser = BlankIsDefault(EnumValueParser::<ProxyHeader>::new()))]
     pub trusted_proxy_header: ProxyHeader,
+
+    /// Where users reach cerego (http:// or https://, no query): the base of the links in mail.
+    #[arg(long, env = "PUBLIC_BASE_URL", global = true, help_heading = "Account recovery",
+          default_value = "http://localhost:8000", value_parser = BlankIsDefault(base_url))]
+    pub public_base_url: String,
+    /// The page a password-reset mail links to, with ?token=… appended (a page of your own app
+    /// that posts the token to /auth/password/reset). Unset: cerego's own page,
+    /// {PUBLIC_BASE_URL}/auth/password/reset.
+    #[arg(long, env = "PASSWORD_RESET_URL", global = true, help_heading = "Account recovery",
+          value_parser = page_url)]
+    pub password_reset_url: Option<String>,
+    /// The page a verification mail links to, with ?token=… appended. Unset: cerego's own page,
+    /// {PUBLIC_BASE_URL}/auth/email/verify.
+    #[arg(long, env = "EMAIL_VERIFICATION_URL", global = true, help_heading = "Account recovery",
+          value_parser = page_url)]
+    pub email_verification_url: Option<String>,
+    /// How long a password-reset link works; seconds, 60..=86400.
+    #[arg(long, env = "PASSWORD_RESET_TTL_SECS", global = true, help_heading = "Account recovery",
+          default_value_t = 3600, value_parser = bounded::<u64>(60..=86_400))]
+    pub password_reset_ttl_secs: u64,
+    /// How long an e-mail verification link works; seconds, 60..=2592000 (30 days).
+    #[arg(long, env = "EMAIL_VERIFICATION_TTL_SECS", global = true,
+          help_heading = "Account recovery", default_value_t = 86_400,
+          value_parser = bounded::<u64>(60..=2_592_000))]
+    pub email_verification_ttl_secs: u64,
+    /// true: a login with the right password to an account that has not confirmed its e-mail
+    /// address gets 403 {"detail": "Email not verified"}.
+    #[arg(long, env = "REQUIRE_EMAIL_VERIFICATION", global = true,
+          help_heading = "Account recovery", default_value_t = false, action = ArgAction::Set,
+          value_parser = BlankIsDefault(BoolishValueParser::new()))]
+    pub require_email_verification: bool,
+
+    /// smtp://host:port (plain), smtp://user:pass@host:587?tls=required (STARTTLS),
+    /// smtps://host:465 (TLS). Unset: each message is written as an .eml file to MAIL_OUTBOX_DIR.
+    #[arg(long, env = "SMTP_URL", global = true, help_heading = "Mail",
+          hide_env_values = true, value_parser = secret)]
+    pub smtp_url: Option<SecretString>,
+    /// Longest an SMTP connection or command may take before the attempt counts as failed (and
+    /// is retried later); seconds, 1..=300.
+    #[arg(long, env = "SMTP_TIMEOUT_SECS", global = true, help_heading = "Mail",
+          default_value_t = 10, value_parser = bounded::<u64>(1..=300))]
+    pub smtp_timeout_secs: u64,
+    /// The From of every message: an address, or "Name <address>".
+    #[arg(long, env = "MAIL_FROM", global = true, help_heading = "Mail",
+          default_value = "cerego <no-reply@localhost>", value_parser = BlankIsDefault(mailbox))]
+    pub mail_from: lettre::message::Mailbox,
+    /// Where messages are written as .eml files when SMTP_URL is unset.
+    #[arg(
+        long,
+        env = "MAIL_OUTBOX_DIR",
+        global = true,
+        help_heading = "Mail",
+        default_value = "./data/outbox/"
+    )]
+    pub mail_outbox_dir: std::path::PathBuf,
+    /// Failed deliveries are retried after 1 s, 2 s, 4 s … up to this long between attempts,
+    /// until the message's link expires; seconds, 1..=86400.
+    #[arg(long, env = "MAIL_RETRY_MAX_SECS", global = true, help_heading = "Mail",
+          default_value_t = 300, value_parser = bounded::<u64>(1..=86_400))]
+    pub mail_retry_max_secs: u64,
 
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", global = true, help_heading = "Logs", default_value = "json",
@@ -389,6 +472,8 @@ impl SettingsArgs {
                     rates.set(Rule::RefreshIp, self.rate_limit_refresh_ip.0);
                     rates.set(Rule::ApiUser, self.rate_limit_api_user.0);
                     rates.set(Rule::ApiIp, self.rate_limit_api_ip.0);
+                    rates.set(Rule::RecoveryIp, self.rate_limit_recovery_ip.0);
+                    rates.set(Rule::RecoveryAccount, self.rate_limit_recovery_account.0);
                     rates
                 },
                 redis_url: non_blank(self.redis_url),
@@ -405,6 +490,22 @@ impl SettingsArgs {
             },
             trusted_proxies: self.trusted_proxies,
             trusted_proxy_header: self.trusted_proxy_header,
+            recovery: RecoverySettings {
+                password_reset_url: text(self.password_reset_url)
+                    .unwrap_or_else(|| format!("{}/auth/password/reset", self.public_base_url)),
+                email_verification_url: text(self.email_verification_url)
+                    .unwrap_or_else(|| format!("{}/auth/email/verify", self.public_base_url)),
+                password_reset_ttl: Duration::from_secs(self.password_reset_ttl_secs),
+                email_verification_ttl: Duration::from_secs(self.email_verification_ttl_secs),
+                require_email_verification: self.require_email_verification,
+            },
+            mail: MailSettings {
+                smtp_url: non_blank(self.smtp_url),
+                smtp_timeout: Duration::from_secs(self.smtp_timeout_secs),
+                from: self.mail_from,
+                outbox_dir: self.mail_outbox_dir,
+                retry_max: Duration::from_secs(self.mail_retry_max_secs),
+            },
         })
     }
 }

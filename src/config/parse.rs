@@ -129,6 +129,45 @@ pub(super) fn trusted_proxies(raw: &str) -> Result<TrustedProxies, String> {
         .map(TrustedProxies)
 }
 
+/// `PUBLIC_BASE_URL`: an absolute http(s) URL without query or fragment, kept without its
+/// trailing slash (paths are appended to it).
+pub(super) fn base_url(raw: &str) -> Result<String, String> {
+    let url = absolute_http_url(raw)?;
+    if url.query().is_some() {
+        return Err(format!("must not hold a ?query (got {raw:?})"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// `PASSWORD_RESET_URL`, `EMAIL_VERIFICATION_URL`: an absolute http(s) URL without fragment (it
+/// may hold a query; the token is appended as one more parameter).
+pub(super) fn page_url(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Ok(String::new());
+    }
+    absolute_http_url(raw).map(String::from)
+}
+
+fn absolute_http_url(raw: &str) -> Result<url::Url, String> {
+    let bad =
+        || format!("must be an absolute http:// or https:// URL without a #fragment (got {raw:?})");
+    let url = url::Url::parse(raw.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    Ok(url)
+}
+
+/// `MAIL_FROM`: `address` or `Name <address>`.
+pub(super) fn mailbox(raw: &str) -> Result<lettre::message::Mailbox, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("must be an e-mail address or \"Name <address>\" (got {raw:?})"))
+}
+
 /// Secrets are kept wrapped from the moment they are read, so no `Debug` can print them.
 pub(super) fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))

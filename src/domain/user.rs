@@ -66,6 +66,9 @@ pub struct User {
     pub created_at: OffsetDateTime,
     /// When the account last changed.
     pub updated_at: OffsetDateTime,
+    /// When the account proved it receives mail at `email` (a verification link, or a password
+    /// reset, was used); `None` until then.
+    pub email_verified_at: Option<OffsetDateTime>,
 }
 
 /// The unique field of an account that a new account collided with.

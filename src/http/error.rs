@@ -20,6 +20,9 @@ pub const BAD_TOKEN: &str = "Could not validate credentials";
 /// The body of a 401 from `/auth/refresh`, whatever was wrong with the refresh token.
 pub const BAD_REFRESH: &str = "Invalid refresh token";
 
+/// The body of a 400 for a password-reset or verification token that is unknown, used or expired.
+pub const BAD_ACCOUNT_TOKEN: &str = "Invalid or expired token";
+
 /// The body of a 429 from a rate limit.
 pub const TOO_MANY_REQUESTS: &str = "Too many requests";
 /// The body of a 429 from the login throttle (the same for known and unknown accounts).
@@ -90,6 +93,12 @@ pub enum ApiError {
         /// The `WWW-Authenticate` value.
         challenge: &'static str,
     },
+    /// 400 with its `detail`.
+    #[error("bad request")]
+    BadRequest(&'static str),
+    /// 403 with its `detail`.
+    #[error("forbidden")]
+    Forbidden(&'static str),
     /// 404.
     #[error("not found")]
     NotFound(&'static str),
@@ -137,6 +146,13 @@ impl From<AuthError> for ApiError {
             },
             AuthError::InvalidRefreshToken => Self::unauthorized(BAD_REFRESH),
             AuthError::SessionNotFound => Self::NotFound("Session not found"),
+            AuthError::InvalidAccountToken => Self::BadRequest(BAD_ACCOUNT_TOKEN),
+            AuthError::EmailNotVerified => Self::Forbidden("Email not verified"),
+            AuthError::EmailAlreadyVerified => Self::Conflict("Email already verified"),
+            AuthError::WrongCurrentPassword => Self::BadRequest("Current password is incorrect"),
+            AuthError::PasswordRefused(rule) => {
+                Self::Validation(vec![FieldError::rule("new_password", &rule)])
+            }
             AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),
             AuthError::Unavailable(source) => Self::Unavailable(source),
@@ -182,6 +198,8 @@ impl IntoResponse for ApiError {
                 );
                 response
             }
+            Self::BadRequest(detail) => detail_response(StatusCode::BAD_REQUEST, detail),
+            Self::Forbidden(detail) => detail_response(StatusCode::FORBIDDEN, detail),
             Self::NotFound(detail) => detail_response(StatusCode::NOT_FOUND, detail),
             Self::Conflict(detail) => detail_response(StatusCode::CONFLICT, detail),
             Self::PayloadTooLarge => plain(StatusCode::PAYLOAD_TOO_LARGE),

@@ -41,6 +41,8 @@ const ROUTES: &[(Option<Method>, &str, Class)] = &[
     (Some(Method::POST),   "/auth/logout",        Class::PerSession),
     (Some(Method::POST),   "/auth/logout-all",    Class::PerSession),
     (Some(Method::DELETE), "/auth/sessions/{id}", Class::PerSession),
+    (Some(Method::POST),   "/auth/password/forgot",     Class::PerIp(Rule::RecoveryIp)),
+    (Some(Method::POST),   "/auth/email/verification",  Class::PerIp(Rule::RecoveryIp)),
     (None,                 "/healthz",            Class::Exempt),
     (None,                 "/readyz",             Class::Exempt),
     (None,                 "/metrics",            Class::Exempt),

@@ -45,17 +45,24 @@ pub enum Rule {
     ApiUser,
     /// Every other route without one, per client IP (`RATE_LIMIT_API_IP`).
     ApiIp,
+    /// `POST /auth/password/forgot` and `POST /auth/email/verification` per client IP
+    /// (`RATE_LIMIT_RECOVERY_IP`).
+    RecoveryIp,
+    /// The same routes per e-mail address (`RATE_LIMIT_RECOVERY_ACCOUNT`): mail to one address.
+    RecoveryAccount,
 }
 
 impl Rule {
     /// Every rule, in the order of the settings.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::LoginIp,
         Self::LoginAccount,
         Self::SignupIp,
         Self::RefreshIp,
         Self::ApiUser,
         Self::ApiIp,
+        Self::RecoveryIp,
+        Self::RecoveryAccount,
     ];
 
     /// The rule's name: the policy name in `RateLimit-Policy` and the `rule` label of metrics.
@@ -67,6 +74,8 @@ impl Rule {
             Self::RefreshIp => "refresh_ip",
             Self::ApiUser => "api_user",
             Self::ApiIp => "api_ip",
+            Self::RecoveryIp => "recovery_ip",
+            Self::RecoveryAccount => "recovery_account",
         }
     }
 
@@ -81,6 +90,8 @@ impl Rule {
             Self::RefreshIp => "rate:refresh_ip",
             Self::ApiUser => "rate:api_user",
             Self::ApiIp => "rate:api_ip",
+            Self::RecoveryIp => "rate:recovery_ip",
+            Self::RecoveryAccount => "rate:recovery_account",
         }
     }
 
@@ -93,6 +104,8 @@ impl Rule {
             Self::RefreshIp => "RATE_LIMIT_REFRESH_IP",
             Self::ApiUser => "RATE_LIMIT_API_USER",
             Self::ApiIp => "RATE_LIMIT_API_IP",
+            Self::RecoveryIp => "RATE_LIMIT_RECOVERY_IP",
+            Self::RecoveryAccount => "RATE_LIMIT_RECOVERY_ACCOUNT",
         }
     }
 }

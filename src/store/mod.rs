@@ -6,8 +6,10 @@
 //! reached, or does not answer within the deadlines of [`pool`], becomes
 //! [`StoreError::Unavailable`], whose cause is for the log only.
 
+mod account_tokens;
 mod connect;
 mod inline;
+mod outbox;
 mod pool;
 mod rotation;
 mod sessions;

@@ -142,7 +142,7 @@ impl Db {
         now: i64,
         idle_cutoff: i64,
     ) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT u.id, u.email, u.username, u.created_at, u.updated_at \
+        const SQL: &str = "SELECT u.id, u.email, u.username, u.created_at, u.updated_at, u.email_verified_at \
             FROM users u JOIN sessions s ON s.user_id = u.id \
             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL \
             AND s.expires_at > $3 AND s.last_used_at > $4";
@@ -158,6 +158,7 @@ impl Db {
                             username: row.get(2)?,
                             created_at: row.get(3)?,
                             updated_at: row.get(4)?,
+                            email_verified_at: row.get(5)?,
                         })
                     })
                     .transpose()

@@ -52,6 +52,7 @@ pub(super) struct UserRow {
     pub(super) username: String,
     pub(super) created_at: OffsetDateTime,
     pub(super) updated_at: OffsetDateTime,
+    pub(super) email_verified_at: Option<OffsetDateTime>,
 }
 
 impl From<UserRow> for User {
@@ -62,6 +63,7 @@ impl From<UserRow> for User {
             username: row.username,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            email_verified_at: row.email_verified_at,
         }
     }
 }
@@ -77,7 +79,7 @@ struct CredentialsRow {
 /// The columns a [`UserRow`] reads, spliced into queries with `concat!` (SQL text stays static).
 macro_rules! user_columns {
     () => {
-        "id, email, username, created_at, updated_at"
+        "id, email, username, created_at, updated_at, email_verified_at"
     };
 }
 

@@ -286,6 +286,20 @@ pub fn test_settings(url: &str) -> Settings {
         limits: default_limits(),
         trusted_proxies: cerego::config::TrustedProxies::default(),
         trusted_proxy_header: cerego::config::ProxyHeader::default(),
+        recovery: cerego::config::RecoverySettings {
+            password_reset_url: "http://localhost:8000/auth/password/reset".to_owned(),
+            email_verification_url: "http://localhost:8000/auth/email/verify".to_owned(),
+            password_reset_ttl: Duration::from_secs(3600),
+            email_verification_ttl: Duration::from_secs(86_400),
+            require_email_verification: false,
+        },
+        mail: cerego::config::MailSettings {
+            smtp_url: None,
+            smtp_timeout: Duration::from_secs(10),
+            from: "cerego <no-reply@localhost>".parse().expect("mailbox"),
+            outbox_dir: std::env::temp_dir().join("cerego-test-outbox"),
+            retry_max: Duration::from_secs(1),
+        },
     }
 }
 
@@ -300,6 +314,8 @@ pub fn default_limits() -> LimitSettings {
         (Rule::RefreshIp, "300/minute"),
         (Rule::ApiUser, "600/minute"),
         (Rule::ApiIp, "300/minute"),
+        (Rule::RecoveryIp, "100/hour"),
+        (Rule::RecoveryAccount, "3/hour"),
     ] {
         rates.set(rule, Rate::parse(rate).expect("a valid rate"));
     }

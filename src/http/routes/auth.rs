@@ -27,7 +27,8 @@ use crate::limits::{self, Rule};
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": 1, "email": "ada@example.com", "username": "ada",
-    "created_at": "2026-11-26T14:37:50.149054Z", "updated_at": "2026-11-26T14:37:50.149054Z"
+    "created_at": "2026-11-26T14:37:50.149054Z", "updated_at": "2026-11-26T14:37:50.149054Z",
+    "email_verified": false
 }))]
 pub struct UserResponse {
     id: i64,
@@ -39,6 +40,9 @@ pub struct UserResponse {
     #[serde(serialize_with = "timestamp::serialize")]
     #[schema(value_type = String, format = DateTime)]
     updated_at: OffsetDateTime,
+    /// Whether the account has confirmed its address (a verification link, or a password
+    /// reset, was used).
+    email_verified: bool,
 }
 
 /// Sign-up request (documentation; the handler reads fields itself to report every bad one).
@@ -98,6 +102,7 @@ impl From<User> for UserResponse {
             username: user.username,
             created_at: user.created_at,
             updated_at: user.updated_at,
+            email_verified: user.email_verified_at.is_some(),
         }
     }
 }
