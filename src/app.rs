@@ -144,7 +144,7 @@ impl App {
         let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
         let reap = tokio::spawn(close_idle_connections(self.db.clone()));
         let sweep = tokio::spawn(sweep_limits(self.limiter.clone()));
-        let mail = tokio::spawn(self.mailer.clone().run(self.db.clone(), self.clock.clone()));
+        let mut mail = tokio::spawn(self.mailer.clone().run(self.db.clone(), self.clock.clone()));
         serve::serve(
             self.listener,
             self.router,
@@ -156,7 +156,12 @@ impl App {
         purge.abort();
         reap.abort();
         sweep.abort();
-        mail.abort();
+        // The sender finishes what it is delivering (a few seconds at most) before the pool closes.
+        self.mailer.stop();
+        let grace = crate::mail::SHUTDOWN_GRACE + Duration::from_secs(2);
+        if tokio::time::timeout(grace, &mut mail).await.is_err() {
+            mail.abort();
+        }
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -352,6 +352,13 @@ impl Metrics {
             "Messages in the outbox waiting to be delivered, as of the sender's last pass",
             mail_queue_depth.clone(),
         );
+        // Every kind's series from the start, so a dashboard shows 0 rather than "no data" (and a
+        // failure rate divides by a series that exists).
+        for kind in crate::mail::MailKind::ALL.map(crate::mail::MailKind::name) {
+            for family in [&mail_sent, &mail_failed_attempts, &mail_expired] {
+                drop(family.get_or_create(&KindLabels { kind }));
+            }
+        }
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {

@@ -353,7 +353,8 @@ pub struct SettingsArgs {
         env = "MAIL_OUTBOX_DIR",
         global = true,
         help_heading = "Mail",
-        default_value = "./data/outbox/"
+        default_value = "./data/outbox/",
+        value_parser = BlankIsDefault(clap::builder::PathBufValueParser::new())
     )]
     pub mail_outbox_dir: std::path::PathBuf,
     /// Failed deliveries are retried after 1 s, 2 s, 4 s … up to this long between attempts,

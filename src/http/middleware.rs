@@ -270,9 +270,12 @@ where
     B::Error: Into<axum::BoxError>,
 {
     let status = response.status();
-    let ours = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
-    });
+    let ours = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
     if !(status.is_client_error() || status.is_server_error()) || ours {
         return response.map(axum::body::Body::new);
     }

@@ -27,6 +27,8 @@ mod seal;
 mod sender;
 mod transport;
 
+pub use sender::SHUTDOWN_GRACE;
+
 #[cfg(test)]
 mod tests;
 
@@ -161,6 +163,8 @@ pub struct Mailer {
     transport: transport::Transport,
     metrics: Arc<Metrics>,
     wake: Notify,
+    /// Set by [`Mailer::stop`]; the sender finishes (see `sender`).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -187,6 +191,7 @@ impl Mailer {
             seal: seal::Seal::new(key),
             metrics,
             wake: Notify::new(),
+            stop: tokio::sync::watch::Sender::new(false),
         })
     }
 

@@ -22,19 +22,25 @@
 //! that ran out. After each pass it sets `mail_queue_depth` (every row in the outbox, including
 //! messages being delivered at that moment).
 //!
+//! **Stopping.** At shutdown ([`Mailer::stop`]) the sender claims nothing more and gives the
+//! deliveries under way [`SHUTDOWN_GRACE`] to finish; those still running then are cut off and
+//! their claims released (due again at once), so a restarted or another replica's sender takes
+//! them up without waiting for the lease to run out.
+//!
 //! **Delivery is at least once.** A lease lasts [`Mailer::delivery_deadline`] plus
-//! [`LEASE_MARGIN`]. If the process stops while a message is being delivered (the task is
-//! aborted at shutdown) or the row cannot be deleted after a delivery, the message is sent
-//! again once its lease has run out. Its `Message-ID` and `Date` are the same, so mail clients
-//! and the tests can recognise the copy.
+//! [`LEASE_MARGIN`]. If a delivery is cut off after the relay accepted the message (at shutdown,
+//! or the process is killed), or the row cannot be deleted after a delivery, the message is
+//! sent again: at once after a shutdown, after its lease if the process died. Its `Message-ID`
+//! and `Date` are the same, so mail clients and the tests can recognise the copy.
 //!
 //! Nothing logged here says what a message says or to whom: kind, `Message-ID` and attempt
 //! count only (the recipient is personal data, the link a credential).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 
 use super::message::{self, Draft};
 use super::{ClaimedMail, MailContent, Mailer};
@@ -53,13 +59,51 @@ const DB_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How much longer than the delivery deadline a lease lasts (database round trips, rendering).
 pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
+/// How long deliveries under way at shutdown may take to finish before they are cut off.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The deliveries under way, each with the claim it holds (outbox id, lease).
+#[derive(Default)]
+struct Deliveries {
+    tasks: JoinSet<()>,
+    claims: HashMap<Id, (i64, i64)>,
+}
+
+impl Deliveries {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Notes a finished delivery: its claim is settled.
+    fn finished(&mut self, joined: Result<(Id, ()), JoinError>) {
+        let id = match joined {
+            Ok((id, ())) => id,
+            Err(err) => {
+                if err.is_panic() {
+                    tracing::error!("a mail delivery task panicked");
+                }
+                err.id()
+            }
+        };
+        self.claims.remove(&id);
+    }
+
+    /// Notes the deliveries that have finished, without waiting.
+    fn reap(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            self.finished(joined);
+        }
+    }
+}
+
 impl Mailer {
     /// Delivers the outbox until the task is aborted: at once when woken, else when the next
     /// message is due (and at least every few seconds, for messages other replicas queued).
     pub async fn run(self: Arc<Self>, db: Db, clock: Arc<dyn Clock>) {
-        let mut running: JoinSet<()> = JoinSet::new();
+        let mut stopping = self.stop.subscribe();
+        let mut running = Deliveries::default();
         let mut db_failing = false;
-        loop {
+        while !*stopping.borrow_and_update() {
             let wait = match self.pass(&db, &clock, &mut running).await {
                 Ok(wait) => {
                     if db_failing {
@@ -69,29 +113,65 @@ impl Mailer {
                     wait
                 }
                 Err(err) => {
-                    // The pool logs outages itself; say it once here, then quietly retry.
-                    if db_failing {
-                        tracing::debug!(error = %err, "mail sender: database error");
-                    } else {
-                        tracing::warn!(
+                    // The pool logs an outage once per interval itself (`StoreError::Unavailable`);
+                    // anything else is said once here. Either way, quietly retry.
+                    match (&err, db_failing) {
+                        (StoreError::Unavailable(_), _) | (_, true) => {
+                            tracing::debug!(error = %err, "mail sender: database error");
+                        }
+                        (_, false) => tracing::warn!(
                             error = %err,
                             "mail sender cannot read the outbox; retrying every second"
-                        );
-                        db_failing = true;
+                        ),
                     }
+                    db_failing = true;
                     DB_ERROR_PAUSE
                 }
             };
             tokio::select! {
                 () = self.wake.notified() => {}
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    if let Err(err) = joined
-                        && err.is_panic()
-                    {
-                        tracing::error!("a mail delivery task panicked");
-                    }
+                _ = stopping.changed() => {}
+                Some(joined) = running.tasks.join_next_with_id(), if running.len() > 0 => {
+                    running.finished(joined);
                 }
                 () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.finish(&db, running).await;
+    }
+
+    /// Asks the sender to finish: it claims nothing more, lets deliveries under way finish for
+    /// up to [`SHUTDOWN_GRACE`], then cuts off the rest and releases their claims; `run` then
+    /// returns.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// The end of [`Self::run`] (see [`Self::stop`]).
+    async fn finish(&self, db: &Db, mut running: Deliveries) {
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(joined) = running.tasks.join_next_with_id().await {
+                running.finished(joined);
+            }
+        })
+        .await;
+        if drained.is_ok() {
+            return;
+        }
+        running.tasks.abort_all();
+        while let Some(joined) = running.tasks.join_next_with_id().await {
+            if let Ok((id, ())) = joined {
+                // It finished after all, between the deadline and the abort.
+                running.claims.remove(&id);
+            }
+        }
+        for (id, lease_until) in running.claims.into_values() {
+            tracing::info!(
+                outbox_id = id,
+                "mail delivery cut off by shutdown; released for another try"
+            );
+            if let Err(err) = db.release_mail(id, lease_until).await {
+                tracing::warn!(outbox_id = id, error = %err, "cannot release a mail claim; it is retried when its lease runs out");
             }
         }
     }
@@ -102,22 +182,21 @@ impl Mailer {
         self: &Arc<Self>,
         db: &Db,
         clock: &Arc<dyn Clock>,
-        running: &mut JoinSet<()>,
+        running: &mut Deliveries,
     ) -> Result<Duration, StoreError> {
         // Reap finished deliveries so their slots are free.
-        while let Some(joined) = running.try_join_next() {
-            if let Err(err) = joined
-                && err.is_panic()
-            {
-                tracing::error!("a mail delivery task panicked");
-            }
-        }
+        running.reap();
         let free = CONCURRENCY.saturating_sub(running.len());
         if free > 0 {
             let now = clock.unix_now();
             let lease_until = now.saturating_add(secs(self.lease()));
             for mail in db.claim_mail(now, lease_until, free).await? {
-                running.spawn(self.clone().deliver(db.clone(), clock.clone(), mail));
+                let claim = (mail.id, mail.lease_until);
+                let task =
+                    running
+                        .tasks
+                        .spawn(self.clone().deliver(db.clone(), clock.clone(), mail));
+                running.claims.insert(task.id(), claim);
             }
         }
         let status = db.outbox_status().await?;

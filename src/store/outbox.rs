@@ -177,6 +177,19 @@ impl Db {
         Ok(updated > 0)
     }
 
+    /// Gives `mail`'s claim up without an attempt (the sender is stopping): due again at once,
+    /// for any sender. Does nothing if the lease ran out and another sender holds the row now.
+    pub async fn release_mail(&self, id: i64, lease_until: i64) -> Result<(), StoreError> {
+        const SQL: &str =
+            "UPDATE mail_outbox SET locked_until = 0 WHERE id = $1 AND locked_until = $2";
+        dispatch!(self, conn => sqlx::query(SQL)
+            .bind(id)
+            .bind(lease_until)
+            .execute(conn)
+            .await
+            .map(drop))
+    }
+
     /// How many messages wait and when the next one is due, in one query.
     pub async fn outbox_status(&self) -> Result<OutboxStatus, StoreError> {
         const SQL: &str = "SELECT COUNT(*), MIN(CASE WHEN kind IN ($1, $2, $3) THEN \
