@@ -202,7 +202,7 @@ fn each_documented_range_is_the_enforced_one() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 22, "every numeric setting documents its range");
+    assert_eq!(checked, 26, "every numeric setting documents its range");
 }
 
 #[test]

@@ -262,18 +262,18 @@ impl HttpBody for DeadlineBody {
 }
 
 /// Gives error responses that are not JSON yet (axum's 405, tower-http's 413 and timeout) the
-/// API's `{"detail": …}` body, keeping their headers (such as `Allow`).
+/// API's `{"detail": …}` body, keeping their headers (such as `Allow`). The HTML pages of the
+/// recovery flows answer their errors in HTML on purpose (a person reads them): those are kept.
 async fn json_error_bodies<B>(response: Response<B>) -> Response
 where
     B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    let ours = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || ours {
         return response.map(axum::body::Body::new);
     }
     let (mut parts, _) = response.into_parts();

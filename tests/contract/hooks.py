@@ -37,7 +37,7 @@ def _post(path, body):
         return error.code, None
 
 
-@schemathesis.auth(refresh_interval=None).apply_to(path_regex="^/auth/(me|logout|logout-all|sessions)")
+@schemathesis.auth(refresh_interval=None).apply_to(path_regex="^/auth/(me|logout|logout-all|sessions|password/change|email/verification)$")
 class FreshLogin:
     """Signs the test accounts up once, then logs in for every request that needs a token.
 
