@@ -2,6 +2,8 @@
 //! arrives once the server is up; a restart of cerego with undelivered mail in its outbox
 //! delivers it afterwards.
 
+use std::time::Duration;
+
 use secrecy::SecretString;
 
 use crate::db_tests;
@@ -9,9 +11,12 @@ use crate::helpers::{Backend, GOOD_PASSWORD, TestDb, spawn_app_with, spawn_on, t
 use crate::mailflow::{
     NEW_PASSWORD, assert_well_formed, email_of, forgot, login_ok, mail_series, reset, wait_metric,
 };
-use crate::smtp_sink::{SmtpSink, free_port, smtp_url, token_of};
+use crate::smtp_sink::{MAIL_WAIT, SmtpSink, free_port, smtp_url, token_of};
 
 const QUEUE_DEPTH: &str = "cerego_mail_queue_depth";
+/// How much longer than its delivery deadline (3 × SMTP_TIMEOUT) a sender's lease on a message
+/// lasts (`LEASE_MARGIN` in src/mail/sender.rs).
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 db_tests! {
     async fn with_the_smtp_server_down_requests_answer_and_the_mail_arrives_once_it_is_up(backend: Backend) {
@@ -56,7 +61,13 @@ db_tests! {
     async fn undelivered_mail_is_delivered_after_a_restart(backend: Backend) {
         let port = free_port();
         let dead_url = smtp_url(port);
-        let app = spawn_app_with(backend, |s| s.mail.smtp_url = Some(SecretString::from(dead_url))).await;
+        // A short SMTP_TIMEOUT keeps the lease of a message short (3 × SMTP_TIMEOUT + 30 s).
+        let smtp_timeout = Duration::from_secs(1);
+        let app = spawn_app_with(backend, |s| {
+            s.mail.smtp_url = Some(SecretString::from(dead_url));
+            s.mail.smtp_timeout = smtp_timeout;
+        })
+        .await;
         app.create_user("ada").await;
         let ada = email_of("ada");
         assert_eq!(forgot(&app, &ada).await.status(), 202);
@@ -73,11 +84,16 @@ db_tests! {
         assert_ne!(sink.port(), port);
         let mut settings = test_settings(&db.url());
         settings.mail.smtp_url = Some(SecretString::from(sink.url()));
+        settings.mail.smtp_timeout = smtp_timeout;
         let app = spawn_on(db, settings).await;
 
-        let mail = sink.reset_mail(&ada).await;
+        // A message whose attempt the shutdown cut short stays leased to the old process (3 ×
+        // SMTP_TIMEOUT + 30 s, see src/mail/sender.rs): the bound on the wait covers that lease.
+        let bound = MAIL_WAIT + smtp_timeout * 3 + LEASE_MARGIN;
+        let found = sink.wait_where_within(1, |m| m.is_to(&ada) && m.is_reset(), bound).await;
+        let mail = found[0].clone();
         assert_well_formed(&mail, &ada);
-        sink.verification_mail(&ada).await;
+        sink.wait_where_within(1, |m| m.is_to(&ada) && m.is_verification(), bound).await;
         let token = token_of(&mail.reset_link());
         assert_eq!(reset(&app, &token, NEW_PASSWORD).await.status(), 204);
         login_ok(&app, "ada", NEW_PASSWORD).await;

@@ -250,11 +250,21 @@ impl SmtpSink {
     /// Waits until at least `n` of the received messages satisfy `pred` (at most
     /// [`MAIL_WAIT`]); returns those messages, in order.
     pub async fn wait_where(&self, n: usize, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
+        self.wait_where_within(n, pred, MAIL_WAIT).await
+    }
+
+    /// [`Self::wait_where`] with another bound on the wait.
+    pub async fn wait_where_within(
+        &self,
+        n: usize,
+        pred: impl Fn(&Received) -> bool,
+        bound: Duration,
+    ) -> Vec<Received> {
         let matching =
             || -> Vec<Received> { self.received().into_iter().filter(|m| pred(m)).collect() };
         let mut changes = self.shared.count.subscribe();
         let waited =
-            tokio::time::timeout(MAIL_WAIT, changes.wait_for(|_| matching().len() >= n)).await;
+            tokio::time::timeout(bound, changes.wait_for(|_| matching().len() >= n)).await;
         let found = matching();
         assert!(
             waited.is_ok() && found.len() >= n,
@@ -453,6 +463,44 @@ async fn the_sink_speaks_smtp_to_lettre() {
         mail.text.iter().any(|t| t.starts_with(".leading dot")),
         "dot-stuffing undone: {mail:?}"
     );
+}
+
+#[tokio::test]
+async fn the_sink_answers_each_command_as_smtp_says() {
+    use tokio::io::AsyncReadExt;
+
+    let sink = SmtpSink::start().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", sink.port())).await.expect("connect");
+    async fn read(stream: &mut TcpStream) -> String {
+        let mut buf = vec![0u8; 512];
+        let n = stream.read(&mut buf).await.expect("read");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    assert!(read(&mut stream).await.starts_with("220 "));
+    let mut exchange = Vec::new();
+    for command in [
+        "EHLO client.test",
+        "RCPT TO:<ada@example.com>",
+        "DATA",
+        "MAIL FROM:<a@example.com>",
+        "RSET",
+        "NOOP",
+        "VRFY ada",
+        "STARTTLS",
+        "QUIT",
+    ] {
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .expect("write");
+        exchange.push((command, read(&mut stream).await));
+    }
+    let ehlo = &exchange[0].1;
+    assert!(ehlo.starts_with("250-") && ehlo.contains("8BITMIME"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
+    let codes: Vec<&str> = exchange.iter().skip(1).map(|(_, reply)| &reply[..3]).collect();
+    assert_eq!(codes, ["503", "503", "250", "250", "250", "502", "502", "221"]);
+    assert!(sink.received().is_empty());
 }
 
 #[test]

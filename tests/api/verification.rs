@@ -51,6 +51,29 @@ db_tests! {
         assert_eq!(me["email_verified"], json!(true));
     }
 
+    async fn the_confirmation_button_posts_a_form_and_gets_a_page(backend: Backend) {
+        let (app, sink) = spawn_with_sink(backend, |_| {}).await;
+        app.create_user("ada").await;
+        let token = token_of(&sink.verification_mail(&email_of("ada")).await.verification_link());
+        let post = |token: &str| {
+            app.client
+                .post(app.url("/auth/email/verify"))
+                .form(&[("token", token)])
+                .send()
+        };
+
+        let bad = post("crg_ev_not-a-token").await.expect("request");
+        assert_eq!(bad.status(), 400);
+        html(bad, 400).await;
+        let (access, _) = login_ok(&app, "ada", GOOD_PASSWORD).await;
+        assert!(!email_verified(&app, &access).await);
+
+        let page = html(post(&token).await.expect("request"), 200).await;
+        assert!(!page.contains(&token), "the answer does not repeat the token");
+        assert_self_contained(&page);
+        assert!(email_verified(&app, &access).await);
+    }
+
     async fn a_new_mail_on_request_and_409_once_verified(backend: Backend) {
         let (app, sink) = spawn_with_sink(backend, |_| {}).await;
         app.create_user("ada").await;

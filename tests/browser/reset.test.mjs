@@ -1,7 +1,9 @@
 // The password reset as a person goes through it: cerego sends the reset mail to a real SMTP
 // server (a small sink started here, speaking SMTP over TCP), the link is taken from the mail
 // received, headless Chromium opens it, fills in the new password twice and submits the form
-// (no JavaScript needed), and sees the success page; then the new password logs in.
+// (no JavaScript needed), and sees the success page; then the new password logs in. The
+// verification link of the sign-up mail is followed the same way, first (a reset also counts as
+// verification).
 // Run by scripts/test after the Rust suite (it needs target/debug/cerego and Debian's chromium).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -266,6 +268,42 @@ async function login(password) {
   });
   return response.status;
 }
+
+test('the verification link of the sign-up mail opens a page whose button confirms the address', async () => {
+  const mail = await sink.waitFor((m) => m.to.includes(user.email) && m.raw.includes('crg_ev_'));
+  const text = mimeParts(mail.raw).find((p) => p.type === 'text/plain');
+  const link = /https?:\/\/[^\s<>"]+token=crg_ev_[A-Za-z0-9_-]+/.exec(text.text)?.[0];
+  assert.ok(link, `a verification link in: ${text.text}`);
+
+  const verified = async () => {
+    const response = await fetch(`${base}/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: user.username, password: user.password }),
+    });
+    assert.equal(response.status, 200);
+    const { access_token: access } = await response.json();
+    const me = await fetch(`${base}/auth/me`, { headers: { authorization: `Bearer ${access}` } });
+    return (await me.json()).email_verified;
+  };
+  assert.equal(await verified(), false);
+
+  const page = await browser.newPage();
+  await page.goto(link);
+  assert.equal(await verified(), false, 'opening the page confirms nothing');
+  const button = page.getByRole('button', { name: 'Confirm my email' });
+  await button.waitFor();
+  const [answer] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST'),
+    button.click(),
+  ]);
+  assert.equal(answer.status(), 200);
+  await page.waitForLoadState();
+  await page.screenshot({ path: join(shots, 'verify-done.png'), fullPage: true });
+  await page.close();
+
+  assert.equal(await verified(), true);
+});
 
 test('the reset link of the mail received opens a form that sets a new password', async () => {
   const forgot = await fetch(`${base}/auth/password/forgot`, {
