@@ -263,8 +263,7 @@ impl SmtpSink {
         let matching =
             || -> Vec<Received> { self.received().into_iter().filter(|m| pred(m)).collect() };
         let mut changes = self.shared.count.subscribe();
-        let waited =
-            tokio::time::timeout(bound, changes.wait_for(|_| matching().len() >= n)).await;
+        let waited = tokio::time::timeout(bound, changes.wait_for(|_| matching().len() >= n)).await;
         let found = matching();
         assert!(
             waited.is_ok() && found.len() >= n,
@@ -470,7 +469,9 @@ async fn the_sink_answers_each_command_as_smtp_says() {
     use tokio::io::AsyncReadExt;
 
     let sink = SmtpSink::start().await;
-    let mut stream = TcpStream::connect(("127.0.0.1", sink.port())).await.expect("connect");
+    let mut stream = TcpStream::connect(("127.0.0.1", sink.port()))
+        .await
+        .expect("connect");
     async fn read(stream: &mut TcpStream) -> String {
         let mut buf = vec![0u8; 512];
         let n = stream.read(&mut buf).await.expect("read");
@@ -496,10 +497,23 @@ async fn the_sink_answers_each_command_as_smtp_says() {
         exchange.push((command, read(&mut stream).await));
     }
     let ehlo = &exchange[0].1;
-    assert!(ehlo.starts_with("250-") && ehlo.contains("8BITMIME"), "{ehlo}");
-    assert!(!ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
-    let codes: Vec<&str> = exchange.iter().skip(1).map(|(_, reply)| &reply[..3]).collect();
-    assert_eq!(codes, ["503", "503", "250", "250", "250", "502", "502", "221"]);
+    assert!(
+        ehlo.starts_with("250-") && ehlo.contains("8BITMIME"),
+        "{ehlo}"
+    );
+    assert!(
+        !ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    let codes: Vec<&str> = exchange
+        .iter()
+        .skip(1)
+        .map(|(_, reply)| &reply[..3])
+        .collect();
+    assert_eq!(
+        codes,
+        ["503", "503", "250", "250", "250", "502", "502", "221"]
+    );
     assert!(sink.received().is_empty());
 }
 
