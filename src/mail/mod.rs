@@ -11,11 +11,24 @@
 //! What a message says (the greeting's name and the link, which is as good as a password) is
 //! sealed with ChaCha20-Poly1305 before it is stored, under a key derived from the signing secret,
 //! so a copy of the database does not hold usable reset links.
+//!
+//! The parts:
+//! - `seal`: the outbox's ChaCha20-Poly1305 seal, bound to the `Message-ID` and recipient;
+//! - `message`: `Message-ID`s, subjects, the text and HTML bodies, the headers;
+//! - `transport`: SMTP through lettre, or atomically written `.eml` files;
+//! - `sender`: the delivery loop: leases, bounded concurrency, backoff, expiry, metrics.
+//!
+//! Delivery is at least once: a message whose delivery was cut off (the process stopped, the
+//! database did not answer after the relay accepted it) is sent again when its lease runs out,
+//! with the same `Message-ID` and `Date`.
 
 mod message;
 mod seal;
 mod sender;
 mod transport;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -98,6 +111,44 @@ impl std::fmt::Debug for QueuedMail {
         f.debug_struct("QueuedMail")
             .field("kind", &self.kind)
             .field("message_id", &self.message_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message the sender claimed from the outbox: leased to this process until `lease_until`,
+/// by which time it is delivered (row deleted), given up (row deleted) or scheduled for another
+/// attempt (lease released). Another replica may claim it once the lease has run out.
+#[derive(Clone)]
+pub struct ClaimedMail {
+    /// The outbox row.
+    pub id: i64,
+    /// What it is.
+    pub kind: MailKind,
+    /// The address it goes to.
+    pub recipient: String,
+    /// Its `Message-ID`, without angle brackets.
+    pub message_id: String,
+    /// The sealed [`MailContent`].
+    pub payload: Vec<u8>,
+    /// When it was composed (its `Date`), Unix seconds.
+    pub created_at: i64,
+    /// After this (Unix seconds) it is given up undelivered.
+    pub expires_at: i64,
+    /// Delivery attempts that failed so far.
+    pub attempts: i64,
+    /// The lease this claim holds (Unix seconds); a failed attempt is recorded only while the
+    /// row still holds this lease.
+    pub lease_until: i64,
+}
+
+impl std::fmt::Debug for ClaimedMail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedMail")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("message_id", &self.message_id)
+            .field("attempts", &self.attempts)
+            .field("lease_until", &self.lease_until)
             .finish_non_exhaustive()
     }
 }
