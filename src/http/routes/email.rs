@@ -31,6 +31,7 @@ struct VerifyEmailRequest {
 /// `POST /auth/email/verification`: mails the signed-in user another verification link.
 #[utoipa::path(
     post,
+    operation_id = "request_email_verification",
     path = "/auth/email/verification",
     tag = "account",
     summary = "Send me a new email verification link",
@@ -71,6 +72,7 @@ pub async fn request_verification(
 /// `GET /auth/email/verify?token=…`: the confirmation page (the token is not used up).
 #[utoipa::path(
     get,
+    operation_id = "verify_email_page",
     path = "/auth/email/verify",
     tag = "account",
     summary = "The email confirmation page (the link in the mail)",
@@ -105,6 +107,7 @@ pub async fn verify_page(
 /// `POST /auth/email/verify`: JSON `{token}` (204), or the confirmation page's form (a page).
 #[utoipa::path(
     post,
+    operation_id = "verify_email",
     path = "/auth/email/verify",
     tag = "account",
     summary = "Confirm an email address with a verification token",

@@ -79,6 +79,7 @@ pub fn accepted(detail: &str) -> Response {
 /// `POST /auth/password/forgot`: 202 for every well-formed address, known or not.
 #[utoipa::path(
     post,
+    operation_id = "forgot_password",
     path = "/auth/password/forgot",
     tag = "account",
     summary = "Ask for a password reset link",
@@ -123,6 +124,7 @@ pub async fn forgot(
 /// `GET /auth/password/reset?token=…`: the reset form (the token is not used up).
 #[utoipa::path(
     get,
+    operation_id = "reset_password_page",
     path = "/auth/password/reset",
     tag = "account",
     summary = "The password reset page (the link in the mail)",
@@ -158,6 +160,7 @@ pub async fn reset_page(
 /// (answered with a page).
 #[utoipa::path(
     post,
+    operation_id = "reset_password",
     path = "/auth/password/reset",
     tag = "account",
     summary = "Set a new password with a reset token",
@@ -241,6 +244,7 @@ pub async fn reset(
 /// `POST /auth/password/change`: the signed-in user sets a new password.
 #[utoipa::path(
     post,
+    operation_id = "change_password",
     path = "/auth/password/change",
     tag = "account",
     summary = "Change my password",
