@@ -1,8 +1,10 @@
-//! Use cases of the auth service: sign-up, login and "who is this token". No HTTP, no SQL.
+//! Use cases of the auth service: sign-up, login, "who is this token", and account recovery
+//! ([`recovery`]). No HTTP, no SQL.
 
 pub mod clock;
 mod flight;
 pub mod passwords;
+pub mod recovery;
 mod sessions;
 pub mod tokens;
 
@@ -132,6 +134,10 @@ pub struct Auth {
 
 impl Auth {
     /// Puts the parts together.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per part, each named"
+    )]
     pub fn new(
         db: Db,
         hasher: PasswordHasher,
@@ -173,7 +179,8 @@ impl Auth {
         &self.limiter
     }
 
-    /// Creates an account. Duplicates are caught before hashing (cheap) and again by the unique
+    /// Creates an account, with a verification token and the mail carrying its link, in one
+    /// transaction. Duplicates are caught before hashing (cheap) and again by the unique
     /// indexes (race-proof), so concurrent sign-ups give one account and the rest [`AuthError::Taken`].
     /// Sign-ups of one e-mail address or username take turns (see [`flight`]), so those that
     /// lose to one in flight find its row and answer without hashing a password.
@@ -192,7 +199,9 @@ impl Auth {
             return Err(AuthError::Taken(field));
         }
         let hash = self.hasher.hash(admission, password.into_secret()).await?;
-        let user = self.db.insert_user(&new, &hash).await?;
+        let (token, mail) = self.signup_verification(new.email.as_str(), new.username.as_str())?;
+        let user = self.db.insert_user(&new, &hash, &token, &mail).await?;
+        self.mailer.wake();
         tracing::info!(user_id = user.id.get(), "account created");
         Ok(user)
     }
@@ -241,28 +250,35 @@ impl Auth {
             }
             LoginName::UsernameOrEmail(raw) => self.db.credentials_by_username(raw).await?,
         };
-        let (user_id, names, stored) = match credentials {
+        let (user_id, names, stored, verified) = match credentials {
             Some(c) => (
                 Some(c.user_id),
                 [limits::login_key(&c.email), limits::login_key(&c.username)],
                 self.usable_hash(c.user_id, c.hashed_password),
+                c.email_verified,
             ),
-            None => (None, Default::default(), None),
+            None => (None, Default::default(), None, false),
         };
         let matched = self.hasher.verify(admission, password, stored).await?;
         match (matched, user_id) {
             (true, Some(user_id)) => {
-                self.metrics.record_login(LoginOutcome::Success);
-                tracing::info!(user_id = user_id.get(), "login succeeded");
                 // Every name of the account is cleared, not only the one typed: the owner who
                 // got their username wrong five times and then logs in by e-mail is not left
-                // waiting on the username.
+                // waiting on the username. (Also when the address is unverified: the password
+                // was right, and the owner may be trying again while the mail is on its way.)
                 if let Some(ip) = client.ip {
                     let [email, username] = &names;
                     self.limiter
                         .login_succeeded(&[&account, email, username], ip)
                         .await;
                 }
+                if self.recovery.require_email_verification && !verified {
+                    self.metrics.record_login(LoginOutcome::Failure);
+                    tracing::info!(user_id = user_id.get(), "login refused: email not verified");
+                    return Err(AuthError::EmailNotVerified);
+                }
+                self.metrics.record_login(LoginOutcome::Success);
+                tracing::info!(user_id = user_id.get(), "login succeeded");
                 self.open_session(user_id, client).await
             }
             _ => {

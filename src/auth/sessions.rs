@@ -45,13 +45,14 @@ pub struct Authenticated {
     pub session: SessionId,
 }
 
-fn secs(d: std::time::Duration) -> i64 {
+/// `d` in whole seconds, as the store counts time.
+pub(super) fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl Auth {
     /// Now, by the service's clock, in the store's unit.
-    fn now(&self) -> i64 {
+    pub(super) fn now(&self) -> i64 {
         self.clock.unix_now()
     }
 
@@ -257,10 +258,16 @@ impl Auth {
             .await?)
     }
 
-    /// Deletes sessions that can never be used again; returns how many.
+    /// Deletes sessions that can never be used again, and expired password-reset and
+    /// verification tokens (with any of their mail still queued); returns how many sessions.
     pub async fn purge_sessions(&self) -> Result<u64, AuthError> {
         let now = self.now();
-        Ok(self.db.purge_sessions(now, self.idle_cutoff(now)).await?)
+        let sessions = self.db.purge_sessions(now, self.idle_cutoff(now)).await?;
+        let tokens = self.db.purge_account_tokens(now).await?;
+        if tokens > 0 {
+            tracing::info!(count = tokens, "expired account tokens purged");
+        }
+        Ok(sessions)
     }
 }
 

@@ -18,11 +18,16 @@ use crate::domain::{FieldRule, SessionId, User};
 ///
 /// Its `Debug` names the fields and never shows a value: the body holds passwords and tokens.
 #[derive(Default)]
-pub struct Fields(HashMap<String, Value>);
+pub struct Fields {
+    values: HashMap<String, Value>,
+    /// Whether they came from an `application/x-www-form-urlencoded` form (a page posting,
+    /// which is answered with a page).
+    form: bool,
+}
 
 impl std::fmt::Debug for Fields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.values.keys().map(String::as_str).collect();
         // Sorted, so the output does not depend on the map's order.
         names.sort_unstable();
         f.debug_tuple("Fields").field(&names).finish()
@@ -102,15 +107,19 @@ async fn read_fields<S: Send + Sync>(
                 "form_invalid",
             )])
         })?;
-        return Ok(Fields(
-            pairs
+        return Ok(Fields {
+            values: pairs
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect(),
-        ));
+            form: true,
+        });
     }
     match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(Fields(map.into_iter().collect())),
+        Ok(Value::Object(map)) => Ok(Fields {
+            values: map.into_iter().collect(),
+            form: false,
+        }),
         Ok(_) => Err(ApiError::Validation(vec![FieldError::body(
             "Input should be a valid dictionary or object",
             "model_attributes_type",
@@ -140,12 +149,17 @@ fn describe(err: &serde_json::Error) -> String {
 impl Fields {
     /// Whether the client sent `name` at all.
     pub fn has(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.values.contains_key(name)
+    }
+
+    /// Whether the body was an `application/x-www-form-urlencoded` form rather than JSON.
+    pub fn is_form(&self) -> bool {
+        self.form
     }
 
     /// A required string field; records `missing` or `string_type` in `errors` otherwise.
     pub fn required(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-        match self.0.remove(name) {
+        match self.values.remove(name) {
             None => {
                 errors.push(FieldError::field(name, "Field required", "missing"));
                 None
@@ -157,7 +171,7 @@ impl Fields {
     /// An optional string field; `null` counts as absent. Handlers read every documented field,
     /// even one they end up not using, so a present value of the wrong type is still a 422.
     pub fn optional(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-        match self.0.remove(name) {
+        match self.values.remove(name) {
             None | Some(Value::Null) => None,
             Some(value) => Self::string(name, value, errors),
         }
@@ -240,14 +254,17 @@ mod tests {
 
     #[test]
     fn debug_of_fields_names_them_and_never_shows_a_value() {
-        let fields = Fields(HashMap::from([
-            ("username".to_owned(), Value::from("ada")),
-            ("password".to_owned(), Value::from("hunter2-secret-pass")),
-            (
-                "nested".to_owned(),
-                serde_json::json!({ "token": "crg_rt_abc" }),
-            ),
-        ]));
+        let fields = Fields {
+            values: HashMap::from([
+                ("username".to_owned(), Value::from("ada")),
+                ("password".to_owned(), Value::from("hunter2-secret-pass")),
+                (
+                    "nested".to_owned(),
+                    serde_json::json!({ "token": "crg_rt_abc" }),
+                ),
+            ]),
+            form: false,
+        };
         let shown = format!("{fields:?} {fields:#?}");
         assert!(
             shown.contains("password") && shown.contains("username"),

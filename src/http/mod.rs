@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 mod middleware;
 pub mod openapi;
+pub mod pages;
 pub mod rate_limit;
 pub mod routes;
 pub mod serve;
@@ -48,6 +49,14 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::sessions::logout_all))
         .routes(routes!(routes::sessions::list))
         .routes(routes!(routes::sessions::revoke))
+        .routes(routes!(routes::recovery::forgot))
+        .routes(routes!(
+            routes::recovery::reset_page,
+            routes::recovery::reset
+        ))
+        .routes(routes!(routes::recovery::change))
+        .routes(routes!(routes::email::request_verification))
+        .routes(routes!(routes::email::verify_page, routes::email::verify))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::metrics::metrics))
@@ -76,4 +85,6 @@ pub fn router(
         },
         state,
     )
+    // The HTML pages' 400 and 422 answers keep their HTML (see `pages::keep_html`).
+    .layer(axum::middleware::map_response(pages::keep_html))
 }

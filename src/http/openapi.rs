@@ -26,6 +26,14 @@ pub struct ErrorDetail {
     pub detail: String,
 }
 
+/// `{"detail": "<message>"}` on a success that has nothing else to say (a 202).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "detail": "A verification link has been sent" }))]
+pub struct Detail {
+    /// A sentence for people.
+    pub detail: String,
+}
+
 /// One failing field of a 422.
 #[derive(Serialize, ToSchema)]
 pub struct ValidationIssue {
@@ -57,16 +65,18 @@ pub struct ValidationError {
         description = "Sign-up, login and current user, and sessions: a login opens a session \
             whose short-lived access token (a JWT) is renewed with a single-use refresh token \
             (`POST /auth/refresh`, rotated on every use); sessions can be listed, ended one by one \
-            or all at once (logout). Errors are FastAPI-shaped: `{\"detail\": \"…\"}`, or for \
-            invalid input a 422 listing every failing field.",
+            or all at once (logout). Account recovery: password reset and email verification by \
+            single-use links sent by mail, and password change. Errors are FastAPI-shaped: \
+            `{\"detail\": \"…\"}`, or for invalid input a 422 listing every failing field.",
         license(name = "MIT OR Apache-2.0")
     ),
     tags(
         (name = "auth", description = "Accounts and access tokens"),
         (name = "sessions", description = "Refresh-token rotation, logout and session management"),
+        (name = "account", description = "Password reset, email verification and password change"),
         (name = "operations", description = "Health, readiness and metrics")
     ),
-    components(schemas(ErrorDetail, ValidationError, ValidationIssue)),
+    components(schemas(Detail, ErrorDetail, ValidationError, ValidationIssue)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
@@ -181,6 +191,7 @@ pub fn add_rate_limit_responses(openapi: &mut utoipa::openapi::OpenApi) {
             continue;
         }
         let login = path == "/auth/login";
+        let change = path == "/auth/password/change";
         let operations = [
             item.get.as_mut(),
             item.post.as_mut(),
@@ -193,6 +204,10 @@ pub fn add_rate_limit_responses(openapi: &mut utoipa::openapi::OpenApi) {
                 "Too many requests from this client IP or for this login name (`Too many \
                  requests`), or too many failed logins for this account (`Too many failed login \
                  attempts`, the same answer for unknown accounts); wait `Retry-After` seconds"
+            } else if change {
+                "Too many requests (`Too many requests`), or too many wrong passwords for this \
+                 account (`Too many failed login attempts`: the login throttle); wait \
+                 `Retry-After` seconds"
             } else {
                 "Too many requests: this rate limit's budget is spent; wait `Retry-After` seconds"
             };

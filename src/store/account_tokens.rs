@@ -1,2 +1,455 @@
 //! SQL for `account_tokens` (password-reset and e-mail verification tokens) and the account
-//! changes they make, each in one transaction with the mail it queues. (H-flows.)
+//! changes they make, each in one transaction with the mail it queues.
+//!
+//! A token is used up by deleting its row with a compare-and-swap `DELETE … RETURNING`: of two
+//! requests presenting the same token at once, exactly one gets its row back. Deleting a token
+//! drops its unsent mail too (`mail_outbox.token_id … ON DELETE CASCADE`).
+//!
+//! Every transaction here starts with a write, so on SQLite it takes the write lock at once and
+//! never has to upgrade from reading to writing (which could fail with `SQLITE_BUSY`). None locks
+//! a session before touching a refresh token: they only update `sessions` rows (see the lock
+//! order in [`super::sessions`]).
+
+use sqlx::{Connection, Database, Decode, Encode, Executor, IntoArguments, Type};
+use time::OffsetDateTime;
+
+use super::outbox::OutboxSql;
+use super::users::{UserRow, now_micros};
+use super::{Db, StoreError, dispatch};
+use crate::domain::{NewUser, SessionId, User, UserId};
+use crate::mail::QueuedMail;
+
+/// What an account token is for: the `purpose` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// A `crg_pr_` token: sets a new password.
+    PasswordReset,
+    /// A `crg_ev_` token: confirms the account's e-mail address.
+    EmailVerification,
+}
+
+impl TokenPurpose {
+    /// The value of the `purpose` column.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
+        }
+    }
+}
+
+/// A token to store: only its hash, what it is for and how long it works.
+#[derive(Clone)]
+pub struct NewAccountToken {
+    /// What it is for.
+    pub purpose: TokenPurpose,
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// Now (Unix seconds).
+    pub created_at: i64,
+    /// When it stops working (Unix seconds).
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for NewAccountToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAccountToken")
+            .field("purpose", &self.purpose)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The account a valid token belongs to, as the mail and the password policy need it.
+pub struct TokenOwner {
+    /// The account.
+    pub user_id: UserId,
+    /// Its stored e-mail address.
+    pub email: String,
+    /// Its username.
+    pub username: String,
+}
+
+impl std::fmt::Debug for TokenOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenOwner")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A password reset to carry out: the token presented, the new hash and the notice.
+pub struct PasswordReset<'a> {
+    /// SHA-256 of the presented `crg_pr_` token.
+    pub token_hash: &'a [u8; 32],
+    /// The account the token belonged to when it was looked at (the reset is refused if the
+    /// token that is used up belongs to anyone else).
+    pub user: UserId,
+    /// The new bcrypt hash.
+    pub hashed_password: &'a str,
+    /// Now (Unix seconds): the token must expire after this; sessions are revoked at this time.
+    pub now: i64,
+    /// The "your password was changed" notice.
+    pub notice: &'a QueuedMail,
+}
+
+/// A password change to carry out (the current password was verified against `old_hash`).
+pub struct PasswordChange<'a> {
+    /// The account.
+    pub user: UserId,
+    /// The session that made the change: it stays, every other one is revoked.
+    pub keep: SessionId,
+    /// The hash the current password was verified against; the change applies only if it is
+    /// still the stored one.
+    pub old_hash: &'a str,
+    /// The new bcrypt hash.
+    pub hashed_password: &'a str,
+    /// Now (Unix seconds).
+    pub now: i64,
+    /// The "your password was changed" notice.
+    pub notice: &'a QueuedMail,
+}
+
+impl Db {
+    /// Stores a new account with its first verification token and the mail carrying it, in one
+    /// transaction. A concurrent sign-up that took the e-mail or username first makes this
+    /// return [`StoreError::Conflict`] (and nothing is stored).
+    pub async fn insert_user(
+        &self,
+        new: &NewUser,
+        hashed_password: &str,
+        verification: &NewAccountToken,
+        mail: &QueuedMail,
+    ) -> Result<User, StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO users (email, username, hashed_password, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $4) RETURNING ",
+            "id, email, username, created_at, updated_at, email_verified_at"
+        );
+        let now = now_micros();
+        let row = dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let row = sqlx::query_as::<_, UserRow>(SQL)
+                .bind(new.email.as_str())
+                .bind(new.username.as_str())
+                .bind(hashed_password)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            let token = tx.insert_account_token(row.id, verification).await?;
+            tx.enqueue_mail(mail, Some(token)).await?;
+            tx.commit().await?;
+            Ok(row)
+        })?;
+        Ok(row.into())
+    }
+
+    /// Replaces `user`'s password-reset tokens with `token` and queues `mail` (its link), in one
+    /// transaction: an earlier token stops working, and its mail, if still unsent, is dropped.
+    pub async fn issue_password_reset(
+        &self,
+        user: UserId,
+        token: &NewAccountToken,
+        mail: &QueuedMail,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            tx.delete_account_tokens(user.get(), TokenPurpose::PasswordReset).await?;
+            let id = tx.insert_account_token(user.get(), token).await?;
+            tx.enqueue_mail(mail, Some(id)).await?;
+            tx.commit().await
+        })
+    }
+
+    /// Stores another verification token for `user` and queues `mail` (its link), in one
+    /// transaction; earlier verification tokens keep working. `false` (nothing stored) if the
+    /// address is already verified.
+    pub async fn issue_email_verification(
+        &self,
+        user: UserId,
+        token: &NewAccountToken,
+        mail: &QueuedMail,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let Some(id) = tx.insert_verification_if_unverified(user.get(), token).await? else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            tx.enqueue_mail(mail, Some(id)).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// The account an unexpired token of `purpose` hashed as `hash` belongs to, without using
+    /// the token up.
+    pub async fn account_token_owner(
+        &self,
+        hash: &[u8; 32],
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> Result<Option<TokenOwner>, StoreError> {
+        const SQL: &str = "SELECT u.id, u.email, u.username FROM account_tokens t \
+            JOIN users u ON u.id = t.user_id \
+            WHERE t.token_hash = $1 AND t.purpose = $2 AND t.expires_at > $3";
+        let row: Option<(i64, String, String)> = dispatch!(self, conn => sqlx::query_as(SQL)
+            .bind(&hash[..])
+            .bind(purpose.name())
+            .bind(now)
+            .fetch_optional(conn)
+            .await)?;
+        Ok(row.map(|(id, email, username)| TokenOwner {
+            user_id: UserId::new(id),
+            email,
+            username,
+        }))
+    }
+
+    /// Uses up the reset token and sets the new password, in one transaction: the address
+    /// counts as verified, the account's other reset tokens are deleted, every session is
+    /// revoked and the notice is queued. `None` (nothing changed) if the token is unknown,
+    /// expired, already used (a concurrent reset won) or not `reset.user`'s; otherwise how many
+    /// sessions were revoked.
+    pub async fn reset_password(
+        &self,
+        reset: &PasswordReset<'_>,
+    ) -> Result<Option<u64>, StoreError> {
+        const PASSWORD: &str = "UPDATE users SET hashed_password = $1, updated_at = $2, \
+            email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $3";
+        let at = now_micros();
+        let user = reset.user.get();
+        dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let owner = tx
+                .consume_account_token(reset.token_hash, TokenPurpose::PasswordReset, reset.now)
+                .await?;
+            if owner != Some(user) {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            sqlx::query(PASSWORD)
+                .bind(reset.hashed_password)
+                .bind(at)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            tx.delete_account_tokens(user, TokenPurpose::PasswordReset).await?;
+            let revoked = tx.revoke_sessions(user, None, reset.now).await?;
+            tx.enqueue_mail(reset.notice, None).await?;
+            tx.commit().await?;
+            Ok(Some(revoked))
+        })
+    }
+
+    /// Uses up the verification token and marks its account's address verified (if it was
+    /// not), in one transaction. `None` if the token is unknown, expired or already used.
+    pub async fn verify_email(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<UserId>, StoreError> {
+        const VERIFIED: &str = "UPDATE users SET email_verified_at = $1, updated_at = $1 \
+            WHERE id = $2 AND email_verified_at IS NULL";
+        let at = now_micros();
+        let user = dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let Some(user) = tx
+                .consume_account_token(hash, TokenPurpose::EmailVerification, now)
+                .await?
+            else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            sqlx::query(VERIFIED)
+                .bind(at)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(user))
+        })?;
+        Ok(user.map(UserId::new))
+    }
+
+    /// Sets a new password after the current one was verified, in one transaction: every other
+    /// session is revoked, outstanding reset tokens are deleted and the notice is queued.
+    /// `None` (nothing changed) if the stored hash is no longer `change.old_hash` (a concurrent
+    /// change or reset came first); otherwise how many sessions were revoked.
+    pub async fn change_password(
+        &self,
+        change: &PasswordChange<'_>,
+    ) -> Result<Option<u64>, StoreError> {
+        const PASSWORD: &str = "UPDATE users SET hashed_password = $1, updated_at = $2 \
+            WHERE id = $3 AND hashed_password = $4";
+        let at = now_micros();
+        let user = change.user.get();
+        dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let changed = sqlx::query(PASSWORD)
+                .bind(change.hashed_password)
+                .bind(at)
+                .bind(user)
+                .bind(change.old_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed != 1 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            tx.delete_account_tokens(user, TokenPurpose::PasswordReset).await?;
+            let revoked = tx.revoke_sessions(user, Some(change.keep.get()), change.now).await?;
+            tx.enqueue_mail(change.notice, None).await?;
+            tx.commit().await?;
+            Ok(Some(revoked))
+        })
+    }
+
+    /// Deletes expired account tokens (and, by cascade, any of their mail still queued);
+    /// returns how many.
+    pub async fn purge_account_tokens(&self, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM account_tokens WHERE expires_at <= $1";
+        Ok(dispatch!(self, conn => sqlx::query(SQL)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected()))?)
+    }
+}
+
+/// The statements of the transactions above, each written once for both databases (any
+/// connection whose driver binds and reads the column types used here).
+trait AccountTokenSql {
+    /// Stores `token` for `user`; its id.
+    async fn insert_account_token(
+        &mut self,
+        user: i64,
+        token: &NewAccountToken,
+    ) -> Result<i64, sqlx::Error>;
+    /// Stores `token` for `user` if the user's address is not verified yet; its id, or `None`.
+    async fn insert_verification_if_unverified(
+        &mut self,
+        user: i64,
+        token: &NewAccountToken,
+    ) -> Result<Option<i64>, sqlx::Error>;
+    /// Deletes every token of `purpose` of `user`.
+    async fn delete_account_tokens(
+        &mut self,
+        user: i64,
+        purpose: TokenPurpose,
+    ) -> Result<(), sqlx::Error>;
+    /// Uses up the unexpired token of `purpose` hashed as `hash` (compare-and-swap: of two
+    /// concurrent calls one gets the owner, the other `None`); its user.
+    async fn consume_account_token(
+        &mut self,
+        hash: &[u8; 32],
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> Result<Option<i64>, sqlx::Error>;
+    /// Revokes every active session of `user` but `keep`; how many.
+    async fn revoke_sessions(
+        &mut self,
+        user: i64,
+        keep: Option<i64>,
+        now: i64,
+    ) -> Result<u64, sqlx::Error>;
+}
+
+impl<C> AccountTokenSql for C
+where
+    C: Connection,
+    for<'c> &'c mut C: Executor<'c, Database = C::Database>,
+    for<'q> i64: Encode<'q, C::Database> + Decode<'q, C::Database> + Type<C::Database>,
+    for<'q> Option<i64>: Encode<'q, C::Database> + Type<C::Database>,
+    for<'q> &'q [u8]: Encode<'q, C::Database> + Type<C::Database>,
+    for<'q> &'q str: Encode<'q, C::Database> + Type<C::Database>,
+    for<'q> OffsetDateTime: Encode<'q, C::Database> + Type<C::Database>,
+    usize: sqlx::ColumnIndex<<C::Database as Database>::Row>,
+    <C::Database as Database>::Arguments: IntoArguments<C::Database>,
+{
+    async fn insert_account_token(
+        &mut self,
+        user: i64,
+        token: &NewAccountToken,
+    ) -> Result<i64, sqlx::Error> {
+        const SQL: &str = "INSERT INTO account_tokens \
+            (user_id, purpose, token_hash, created_at, expires_at) \
+            VALUES ($1, $2, $3, $4, $5) RETURNING id";
+        sqlx::query_scalar(SQL)
+            .bind(user)
+            .bind(token.purpose.name())
+            .bind(&token.hash[..])
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .fetch_one(self)
+            .await
+    }
+
+    async fn insert_verification_if_unverified(
+        &mut self,
+        user: i64,
+        token: &NewAccountToken,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        const SQL: &str = "INSERT INTO account_tokens \
+            (user_id, purpose, token_hash, created_at, expires_at) \
+            SELECT id, $2, $3, $4, $5 FROM users WHERE id = $1 AND email_verified_at IS NULL \
+            RETURNING id";
+        sqlx::query_scalar(SQL)
+            .bind(user)
+            .bind(token.purpose.name())
+            .bind(&token.hash[..])
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .fetch_optional(self)
+            .await
+    }
+
+    async fn delete_account_tokens(
+        &mut self,
+        user: i64,
+        purpose: TokenPurpose,
+    ) -> Result<(), sqlx::Error> {
+        const SQL: &str = "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2";
+        sqlx::query(SQL)
+            .bind(user)
+            .bind(purpose.name())
+            .execute(self)
+            .await
+            .map(drop)
+    }
+
+    async fn consume_account_token(
+        &mut self,
+        hash: &[u8; 32],
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        const SQL: &str = "DELETE FROM account_tokens \
+            WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3 RETURNING user_id";
+        sqlx::query_scalar(SQL)
+            .bind(&hash[..])
+            .bind(purpose.name())
+            .bind(now)
+            .fetch_optional(self)
+            .await
+    }
+
+    async fn revoke_sessions(
+        &mut self,
+        user: i64,
+        keep: Option<i64>,
+        now: i64,
+    ) -> Result<u64, sqlx::Error> {
+        // `keep` NULL keeps none: `id <> NULL` is never true, hence the explicit test.
+        const SQL: &str = "UPDATE sessions SET revoked_at = $1 \
+            WHERE user_id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3) RETURNING id";
+        let revoked: Vec<i64> = sqlx::query_scalar(SQL)
+            .bind(now)
+            .bind(user)
+            .bind(keep)
+            .fetch_all(self)
+            .await?;
+        Ok(u64::try_from(revoked.len()).unwrap_or(u64::MAX))
+    }
+}

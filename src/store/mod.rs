@@ -15,6 +15,9 @@ mod rotation;
 mod sessions;
 mod users;
 
+pub use account_tokens::{
+    NewAccountToken, PasswordChange, PasswordReset, TokenOwner, TokenPurpose,
+};
 pub use connect::{connect, migrate};
 pub use sessions::{NewSession, Rotation, TokenRecord};
 pub use users::StoredCredentials;

@@ -4,7 +4,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::{Db, StoreError, dispatch};
-use crate::domain::{Email, NewUser, UniqueField, User, UserId, Username};
+use crate::domain::{Email, UniqueField, User, UserId, Username};
 
 /// Reads which unique index refused a row: PostgreSQL names the constraint, SQLite names the
 /// index in its message.
@@ -33,6 +33,8 @@ pub struct StoredCredentials {
     pub username: String,
     /// bcrypt hash (`$2a$`, `$2b$` or `$2y$`).
     pub hashed_password: String,
+    /// Whether the address is confirmed (`email_verified_at` is set).
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for StoredCredentials {
@@ -74,6 +76,27 @@ struct CredentialsRow {
     email: String,
     username: String,
     hashed_password: String,
+    email_verified: bool,
+}
+
+impl From<CredentialsRow> for StoredCredentials {
+    fn from(r: CredentialsRow) -> Self {
+        Self {
+            user_id: UserId::new(r.id),
+            email: r.email,
+            username: r.username,
+            hashed_password: r.hashed_password,
+            email_verified: r.email_verified,
+        }
+    }
+}
+
+/// The `SELECT … FROM users` of a [`CredentialsRow`], for `concat!`.
+macro_rules! credential_columns {
+    () => {
+        "SELECT id, email, username, hashed_password, \
+         email_verified_at IS NOT NULL AS email_verified FROM users"
+    };
 }
 
 /// The columns a [`UserRow`] reads, spliced into queries with `concat!` (SQL text stays static).
@@ -99,8 +122,7 @@ impl Db {
         &self,
         email: &Email,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        const SQL: &str =
-            "SELECT id, email, username, hashed_password FROM users WHERE lower(email) = lower($1)";
+        const SQL: &str = concat!(credential_columns!(), " WHERE lower(email) = lower($1)");
         self.credentials(SQL, email.as_str()).await
     }
 
@@ -109,8 +131,21 @@ impl Db {
         &self,
         username: &str,
     ) -> Result<Option<StoredCredentials>, StoreError> {
-        const SQL: &str = "SELECT id, email, username, hashed_password FROM users WHERE lower(username) = lower($1)";
+        const SQL: &str = concat!(credential_columns!(), " WHERE lower(username) = lower($1)");
         self.credentials(SQL, username).await
+    }
+
+    /// Credentials of the account with `id` (for a password change).
+    pub async fn credentials_by_id(
+        &self,
+        id: UserId,
+    ) -> Result<Option<StoredCredentials>, StoreError> {
+        const SQL: &str = concat!(credential_columns!(), " WHERE id = $1");
+        let row = dispatch!(self, conn => sqlx::query_as::<_, CredentialsRow>(SQL)
+            .bind(id.get())
+            .fetch_optional(conn)
+            .await)?;
+        Ok(row.map(StoredCredentials::from))
     }
 
     async fn credentials(
@@ -122,12 +157,7 @@ impl Db {
             .bind(key)
             .fetch_optional(conn)
             .await)?;
-        Ok(row.map(|r| StoredCredentials {
-            user_id: UserId::new(r.id),
-            email: r.email,
-            username: r.username,
-            hashed_password: r.hashed_password,
-        }))
+        Ok(row.map(StoredCredentials::from))
     }
 
     /// Which of `email` and `username` another account already holds (e-mail checked first).
@@ -149,33 +179,10 @@ impl Db {
             (false, true) => None,
         })
     }
-
-    /// Stores a new account. A concurrent sign-up that took the e-mail or username first makes
-    /// this return [`StoreError::Conflict`].
-    pub async fn insert_user(
-        &self,
-        new: &NewUser,
-        hashed_password: &str,
-    ) -> Result<User, StoreError> {
-        const SQL: &str = concat!(
-            "INSERT INTO users (email, username, hashed_password, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, $4, $4) RETURNING ",
-            user_columns!()
-        );
-        let now = now_micros();
-        let row = dispatch!(self, conn => sqlx::query_as::<_, UserRow>(SQL)
-            .bind(new.email.as_str())
-            .bind(new.username.as_str())
-            .bind(hashed_password)
-            .bind(now)
-            .fetch_one(conn)
-            .await)?;
-        Ok(row.into())
-    }
 }
 
 /// Now, cut to microseconds: PostgreSQL keeps no more, so both databases return the same value.
-fn now_micros() -> OffsetDateTime {
+pub(super) fn now_micros() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
         .unwrap_or(now)

@@ -515,6 +515,12 @@ impl TestApp {
         }
     }
 
+    /// Shuts the app down and hands back its database, to start another app on it (a restart).
+    pub async fn shut_down_keeping_db(mut self) -> TestDb {
+        self.shut_down().await.expect("clean shutdown");
+        self.db
+    }
+
     /// Triggers graceful shutdown without waiting.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {

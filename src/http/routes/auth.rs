@@ -152,7 +152,7 @@ pub fn token_response(tokens: &Tokens) -> Response {
     summary = "Create an account",
     request_body(content = SignupRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Account created", body = UserResponse),
+        (status = 201, description = "Account created; a verification link is mailed to its address", body = UserResponse),
         (status = 409, description = "Email already registered, or Username already taken", body = ErrorDetail,
             example = json!({ "detail": "Email already registered" })),
         (status = 413, description = "Body over 64 KiB", body = ErrorDetail),
@@ -213,6 +213,8 @@ pub async fn signup(
         (status = 401, description = "Unknown account or wrong password (one answer for both)", body = ErrorDetail,
             headers(("www-authenticate" = String, description = "Bearer")),
             example = json!({ "detail": "Incorrect username or password" })),
+        (status = 403, description = "The right password, but REQUIRE_EMAIL_VERIFICATION is on and the account's email is not verified yet", body = ErrorDetail,
+            example = json!({ "detail": "Email not verified" })),
         (status = 422, description = "Missing or malformed fields", body = ValidationError),
         (status = 503, description = "Database unavailable", body = ErrorDetail,
             example = json!({ "detail": "Service unavailable" })),

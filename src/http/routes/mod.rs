@@ -2,6 +2,8 @@
 
 pub mod auth;
 pub mod docs;
+pub mod email;
 pub mod health;
 pub mod metrics;
+pub mod recovery;
 pub mod sessions;
