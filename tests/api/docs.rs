@@ -78,6 +78,10 @@ db_tests! {
             ("POST", "/auth/signup"), ("POST", "/auth/login"), ("GET", "/auth/me"),
             ("POST", "/auth/refresh"), ("POST", "/auth/logout"), ("POST", "/auth/logout-all"),
             ("GET", "/auth/sessions"), ("DELETE", "/auth/sessions/{id}"),
+            ("POST", "/auth/password/forgot"), ("GET", "/auth/password/reset"),
+            ("POST", "/auth/password/reset"), ("POST", "/auth/password/change"),
+            ("POST", "/auth/email/verification"), ("GET", "/auth/email/verify"),
+            ("POST", "/auth/email/verify"),
             ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
         ]
         .into_iter()

@@ -297,10 +297,17 @@ pub fn test_settings(url: &str) -> Settings {
             smtp_url: None,
             smtp_timeout: Duration::from_secs(10),
             from: "cerego <no-reply@localhost>".parse().expect("mailbox"),
-            outbox_dir: std::env::temp_dir().join("cerego-test-outbox"),
+            // Replaced by a directory of the app's own when it starts (see `start`).
+            outbox_dir: shared_outbox_dir(),
             retry_max: Duration::from_secs(1),
         },
     }
+}
+
+/// The outbox directory `test_settings` names; an app started with it writes its `.eml` files
+/// to a temporary directory of its own instead, removed with the app.
+fn shared_outbox_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("cerego-test-outbox")
 }
 
 /// The documented defaults of the rate limits and the login throttle (README, `.env.example`),
@@ -343,6 +350,8 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// The auth service's clock, when the app was started with [`spawn_app_with_clock`].
     clock: Option<Arc<ManualClock>>,
+    /// Where the app writes mail without SMTP (unless the test chose a directory itself).
+    _outbox: Option<tempfile::TempDir>,
 }
 
 /// Starts the app on a fresh database of `backend`.
@@ -372,8 +381,15 @@ pub async fn spawn_on(db: TestDb, settings: Settings) -> TestApp {
     start(db, settings, None).await
 }
 
-async fn start(db: TestDb, settings: Settings, clock: Option<Arc<ManualClock>>) -> TestApp {
+async fn start(db: TestDb, mut settings: Settings, clock: Option<Arc<ManualClock>>) -> TestApp {
     init_logs();
+    // Every sign-up queues a verification mail: without SMTP each app writes its files to a
+    // directory of its own, removed with it, so test runs leave no mail behind.
+    let outbox = (settings.mail.outbox_dir == shared_outbox_dir()).then(|| {
+        let dir = tempfile::tempdir().expect("outbox directory");
+        settings.mail.outbox_dir = dir.path().to_owned();
+        dir
+    });
     let app = match &clock {
         Some(clock) => App::build_with_clock(settings, clock.clone()).await,
         None => App::build(settings).await,
@@ -394,6 +410,7 @@ async fn start(db: TestDb, settings: Settings, clock: Option<Arc<ManualClock>>) 
         shutdown: Some(shutdown),
         server: Some(server),
         clock,
+        _outbox: outbox,
     }
 }
 

@@ -20,7 +20,11 @@ db_tests! {
         let object = user.as_object().expect("object");
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["created_at", "email", "id", "updated_at", "username"]);
+        assert_eq!(
+            keys,
+            ["created_at", "email", "email_verified", "id", "updated_at", "username"]
+        );
+        assert_eq!(user["email_verified"], false);
         assert!(user["id"].as_i64().is_some_and(|id| id > 0));
         assert_eq!(user["email"], "ada.lovelace@example.com");
         assert_eq!(user["username"], "Ada_L");
