@@ -130,6 +130,9 @@ pub struct Auth {
     mailer: Arc<Mailer>,
     /// Links, token lifetimes, whether login requires a verified address.
     recovery: RecoverySettings,
+    /// What a password-reset request for a known address spends writing, which one for an
+    /// unknown address waits instead (see [`Auth::forgot_password`]).
+    forgot_write: recovery::WriteTime,
 }
 
 impl Auth {
@@ -159,6 +162,7 @@ impl Auth {
             signups: flight::InFlight::default(),
             mailer,
             recovery,
+            forgot_write: recovery::WriteTime::default(),
         }
     }
 

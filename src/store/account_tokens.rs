@@ -453,3 +453,245 @@ where
         Ok(u64::try_from(revoked.len()).unwrap_or(u64::MAX))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::DatabaseSettings;
+    use crate::domain::{Email, Username};
+    use crate::mail::MailKind;
+    use crate::store::{NewSession, TokenRecord, connect, migrate};
+
+    const NOW: i64 = 1_800_000_000;
+
+    async fn database() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("cerego.db").display());
+        let settings = DatabaseSettings {
+            url: Some(SecretString::from(url)),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(3),
+            auto_migrate: true,
+            query_timeout: Duration::from_secs(5),
+        };
+        let (db, _) = connect(&settings).expect("a pool");
+        migrate(&db).await.expect("migrations");
+        (dir, db)
+    }
+
+    fn mail(kind: MailKind) -> QueuedMail {
+        QueuedMail {
+            kind,
+            recipient: "ada@example.com".to_owned(),
+            message_id: format!("{}@test", crate::auth::tokens::new_jti().expect("random")),
+            payload: vec![1, 2, 3],
+            created_at: NOW,
+            expires_at: NOW + 3600,
+        }
+    }
+
+    fn token(purpose: TokenPurpose, byte: u8, expires_at: i64) -> NewAccountToken {
+        NewAccountToken {
+            purpose,
+            hash: [byte; 32],
+            created_at: NOW,
+            expires_at,
+        }
+    }
+
+    async fn user(db: &Db) -> UserId {
+        let new = NewUser {
+            email: Email::parse("ada@example.com").expect("an address"),
+            username: Username::parse("ada").expect("a username"),
+        };
+        let verification = token(TokenPurpose::EmailVerification, 0xee, NOW + 86_400);
+        let mail = mail(MailKind::EmailVerification);
+        db.insert_user(&new, "$2b$04$old", &verification, &mail)
+            .await
+            .expect("inserted")
+            .id
+    }
+
+    async fn session(db: &Db, user: UserId, byte: u8) -> SessionId {
+        let new = NewSession {
+            user,
+            now: NOW,
+            expires_at: NOW + 86_400,
+            user_agent: None,
+            ip: None,
+        };
+        let record = TokenRecord {
+            hash: [byte; 32],
+            jti: format!("jti-{byte}"),
+            issued_at: NOW,
+        };
+        db.create_session(&new, &record).await.expect("a session")
+    }
+
+    async fn count(db: &Db, sql: &'static str) -> i64 {
+        dispatch!(db, conn => sqlx::query_scalar::<_, i64>(sql).fetch_one(conn).await)
+            .expect("a count")
+    }
+
+    #[tokio::test]
+    async fn a_new_reset_token_replaces_the_earlier_one_and_drops_its_unsent_mail() {
+        let (_dir, db) = database().await;
+        let ada = user(&db).await;
+        let first = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
+        let second = token(TokenPurpose::PasswordReset, 2, NOW + 3600);
+        db.issue_password_reset(ada, &first, &mail(MailKind::PasswordReset))
+            .await
+            .expect("issued");
+        db.issue_password_reset(ada, &second, &mail(MailKind::PasswordReset))
+            .await
+            .expect("issued");
+        let reset = TokenPurpose::PasswordReset;
+        let owner = |hash| db.account_token_owner(hash, reset, NOW);
+        assert!(owner(&first.hash).await.expect("query").is_none());
+        let found = owner(&second.hash).await.expect("query").expect("valid");
+        assert_eq!(found.user_id, ada);
+        assert_eq!(found.username, "ada");
+        let queued = "SELECT count(*) FROM mail_outbox WHERE kind = 'password_reset'";
+        assert_eq!(count(&db, queued).await, 1);
+        // A verification token is not a reset token.
+        assert!(owner(&[0xee; 32]).await.expect("query").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reset_uses_the_token_once_and_ends_every_session() {
+        let (_dir, db) = database().await;
+        let ada = user(&db).await;
+        session(&db, ada, 10).await;
+        session(&db, ada, 11).await;
+        let issued = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
+        db.issue_password_reset(ada, &issued, &mail(MailKind::PasswordReset))
+            .await
+            .expect("issued");
+        let notice = mail(MailKind::PasswordChanged);
+        let reset = |now| PasswordReset {
+            token_hash: &issued.hash,
+            user: ada,
+            hashed_password: "$2b$04$new",
+            now,
+            notice: &notice,
+        };
+        // Expired: nothing changes.
+        assert_eq!(
+            db.reset_password(&reset(NOW + 3600)).await.expect("ran"),
+            None
+        );
+        assert_eq!(db.reset_password(&reset(NOW)).await.expect("ran"), Some(2));
+        assert_eq!(db.reset_password(&reset(NOW)).await.expect("ran"), None);
+        let stored = db
+            .credentials_by_id(ada)
+            .await
+            .expect("query")
+            .expect("ada");
+        assert_eq!(stored.hashed_password, "$2b$04$new");
+        assert!(stored.email_verified, "a reset proves the mailbox");
+        let active = "SELECT count(*) FROM sessions WHERE revoked_at IS NULL";
+        assert_eq!(count(&db, active).await, 0);
+        let notices = "SELECT count(*) FROM mail_outbox WHERE kind = 'password_changed'";
+        assert_eq!(count(&db, notices).await, 1);
+    }
+
+    #[tokio::test]
+    async fn verification_is_single_use_and_not_offered_once_verified() {
+        let (_dir, db) = database().await;
+        let ada = user(&db).await;
+        let again = token(TokenPurpose::EmailVerification, 3, NOW + 60);
+        assert!(
+            db.issue_email_verification(ada, &again, &mail(MailKind::EmailVerification))
+                .await
+                .expect("issued")
+        );
+        // The first one (from sign-up) still works, and only once.
+        assert_eq!(
+            db.verify_email(&[0xee; 32], NOW).await.expect("ran"),
+            Some(ada)
+        );
+        assert_eq!(db.verify_email(&[0xee; 32], NOW).await.expect("ran"), None);
+        let stored = db
+            .credentials_by_id(ada)
+            .await
+            .expect("query")
+            .expect("ada");
+        assert!(stored.email_verified);
+        let more = token(TokenPurpose::EmailVerification, 4, NOW + 60);
+        assert!(
+            !db.issue_email_verification(ada, &more, &mail(MailKind::EmailVerification))
+                .await
+                .expect("ran")
+        );
+        // A reset token does not verify.
+        let reset = token(TokenPurpose::PasswordReset, 5, NOW + 60);
+        db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))
+            .await
+            .expect("issued");
+        assert_eq!(db.verify_email(&reset.hash, NOW).await.expect("ran"), None);
+    }
+
+    #[tokio::test]
+    async fn a_change_applies_only_over_the_verified_hash_and_keeps_the_current_session() {
+        let (_dir, db) = database().await;
+        let ada = user(&db).await;
+        let current = session(&db, ada, 10).await;
+        session(&db, ada, 11).await;
+        let reset = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
+        db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))
+            .await
+            .expect("issued");
+        let notice = mail(MailKind::PasswordChanged);
+        let change = |old_hash| PasswordChange {
+            user: ada,
+            keep: current,
+            old_hash,
+            hashed_password: "$2b$04$new",
+            now: NOW,
+            notice: &notice,
+        };
+        assert_eq!(
+            db.change_password(&change("$2b$04$other"))
+                .await
+                .expect("ran"),
+            None
+        );
+        assert_eq!(
+            db.change_password(&change("$2b$04$old"))
+                .await
+                .expect("ran"),
+            Some(1)
+        );
+        let active: i64 = dispatch!(&db, conn => sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE revoked_at IS NULL")
+            .fetch_one(conn)
+            .await)
+        .expect("one session left");
+        assert_eq!(active, current.get());
+        let owner = db.account_token_owner(&reset.hash, TokenPurpose::PasswordReset, NOW);
+        assert!(
+            owner.await.expect("query").is_none(),
+            "reset tokens are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_purge_deletes_expired_tokens_and_their_mail_only() {
+        let (_dir, db) = database().await;
+        let ada = user(&db).await;
+        let reset = token(TokenPurpose::PasswordReset, 1, NOW + 10);
+        db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))
+            .await
+            .expect("issued");
+        assert_eq!(db.purge_account_tokens(NOW).await.expect("ran"), 0);
+        assert_eq!(db.purge_account_tokens(NOW + 10).await.expect("ran"), 1);
+        let left = "SELECT count(*) FROM account_tokens";
+        assert_eq!(count(&db, left).await, 1, "the verification token lives on");
+        let mail = "SELECT count(*) FROM mail_outbox WHERE kind = 'password_reset'";
+        assert_eq!(count(&db, mail).await, 0);
+    }
+}
