@@ -85,6 +85,4 @@ pub fn router(
         },
         state,
     )
-    // The HTML pages' 400 and 422 answers keep their HTML (see `pages::keep_html`).
-    .layer(axum::middleware::map_response(pages::keep_html))
 }

@@ -7,7 +7,6 @@
 //! forbids everything but its own inline style and posting to its own origin. Everything
 //! interpolated is HTML-escaped.
 
-use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -66,12 +65,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          </body>\n</html>\n",
         title = escape(title),
     );
-    let html = Bytes::from(html);
-    let mut response = (status, html.clone()).into_response();
-    if status.is_client_error() {
-        // See `keep_html`.
-        response.extensions_mut().insert(HtmlPage(html));
-    }
+    // An error page keeps its HTML: the API-wide layer that gives error answers a JSON body
+    // (`middleware::json_error_bodies`) leaves `text/html` answers alone.
+    let mut response = (status, html).into_response();
     let headers = response.headers_mut();
     for (name, value) in [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -83,28 +79,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    response
-}
-
-/// The HTML of an error page, carried past the API-wide layer that gives every error answer a
-/// JSON body (`middleware::json_error_bodies`), for [`keep_html`] to put back.
-#[derive(Clone)]
-struct HtmlPage(Bytes);
-
-/// Middleware (outside the whole stack): an error answer that is one of these pages gets its HTML
-/// body and `Content-Type` back after the stack turned it into `{"detail": …}`. Every other
-/// answer passes untouched.
-pub async fn keep_html(mut response: Response) -> Response {
-    let Some(HtmlPage(html)) = response.extensions_mut().remove::<HtmlPage>() else {
-        return response;
-    };
-    let headers = response.headers_mut();
-    headers.remove(header::CONTENT_LENGTH);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    *response.body_mut() = Body::from(html);
     response
 }
 
