@@ -263,9 +263,12 @@ impl Auth {
             ),
             None => (None, Default::default(), None, false),
         };
+        // Kept to open the session only if the password is still this one (a reset may commit
+        // while bcrypt runs; see `Db::create_session`).
+        let verified_hash = stored.clone();
         let matched = self.hasher.verify(admission, password, stored).await?;
-        match (matched, user_id) {
-            (true, Some(user_id)) => {
+        match (matched, user_id, verified_hash) {
+            (true, Some(user_id), Some(verified_hash)) => {
                 // Every name of the account is cleared, not only the one typed: the owner who
                 // got their username wrong five times and then logs in by e-mail is not left
                 // waiting on the username. (Also when the address is unverified: the password
@@ -283,7 +286,7 @@ impl Auth {
                 }
                 self.metrics.record_login(LoginOutcome::Success);
                 tracing::info!(user_id = user_id.get(), "login succeeded");
-                self.open_session(user_id, client).await
+                self.open_session(user_id, &verified_hash, client).await
             }
             _ => {
                 self.metrics.record_login(LoginOutcome::Failure);

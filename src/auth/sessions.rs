@@ -82,10 +82,13 @@ impl Auth {
         })
     }
 
-    /// Opens a session for `user` and issues its first tokens.
+    /// Opens a session for `user`, whose password hash `verified_hash` the login just checked,
+    /// and issues its first tokens. If the password was reset or changed since the check, no
+    /// session is opened: [`AuthError::InvalidCredentials`], as for a wrong password.
     pub(super) async fn open_session(
         &self,
         user: UserId,
+        verified_hash: &str,
         client: &ClientInfo,
     ) -> Result<Tokens, AuthError> {
         let now = self.now();
@@ -104,8 +107,15 @@ impl Auth {
             expires_at,
             user_agent,
             ip: ip.as_deref(),
+            verified_hash,
         };
-        let session = self.db.create_session(&new, &record).await?;
+        let Some(session) = self.db.create_session(&new, &record).await? else {
+            tracing::info!(
+                user_id = user.get(),
+                "login refused: the password changed while it was being checked"
+            );
+            return Err(AuthError::InvalidCredentials);
+        };
         self.metrics.record_session_opened();
         tracing::info!(
             user_id = user.get(),

@@ -523,13 +523,17 @@ mod tests {
             expires_at: NOW + 86_400,
             user_agent: None,
             ip: None,
+            verified_hash: "$2b$04$old",
         };
         let record = TokenRecord {
             hash: [byte; 32],
             jti: format!("jti-{byte}"),
             issued_at: NOW,
         };
-        db.create_session(&new, &record).await.expect("a session")
+        db.create_session(&new, &record)
+            .await
+            .expect("a session")
+            .expect("the password is unchanged")
     }
 
     async fn count(db: &Db, sql: &'static str) -> i64 {
@@ -676,6 +680,48 @@ mod tests {
         assert!(
             owner.await.expect("query").is_none(),
             "reset tokens are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_checked_against_the_old_password_opens_no_session_after_a_change() {
+        let (_dir, db) = database().await;
+        let ada = user(&db).await;
+        let current = session(&db, ada, 10).await;
+        let notice = mail(MailKind::PasswordChanged);
+        let change = PasswordChange {
+            user: ada,
+            keep: current,
+            old_hash: "$2b$04$old",
+            hashed_password: "$2b$04$new",
+            now: NOW,
+            notice: &notice,
+        };
+        assert_eq!(db.change_password(&change).await.expect("ran"), Some(0));
+        // A login whose bcrypt check read "$2b$04$old" before the change committed.
+        let late = NewSession {
+            user: ada,
+            now: NOW,
+            expires_at: NOW + 86_400,
+            user_agent: None,
+            ip: None,
+            verified_hash: "$2b$04$old",
+        };
+        let record = TokenRecord {
+            hash: [12; 32],
+            jti: "jti-late".to_owned(),
+            issued_at: NOW,
+        };
+        assert_eq!(db.create_session(&late, &record).await.expect("ran"), None);
+        let with_new = NewSession {
+            verified_hash: "$2b$04$new",
+            ..late
+        };
+        assert!(
+            db.create_session(&with_new, &record)
+                .await
+                .expect("ran")
+                .is_some()
         );
     }
 

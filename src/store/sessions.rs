@@ -34,6 +34,9 @@ pub struct NewSession<'a> {
     pub user_agent: Option<&'a str>,
     /// The client's address.
     pub ip: Option<&'a str>,
+    /// The password hash the login verified: the session is opened only if the account still
+    /// has it (see [`Db::create_session`]).
+    pub verified_hash: &'a str,
 }
 
 /// A refresh token as stored: its hash and the access token minted with it.
@@ -108,30 +111,60 @@ impl From<SessionRow> for Session {
 }
 
 impl Db {
-    /// Stores a session and its first refresh token, in one transaction.
+    /// Stores a session and its first refresh token, in one transaction, if the account's
+    /// password is still the one the login verified; `None` (nothing stored) if a password reset
+    /// or change came in between.
+    ///
+    /// Without that condition a login whose bcrypt check ran while the owner reset the password
+    /// would open its session just after the reset revoked every session, and keep it. The
+    /// session row is inserted from the user row: on PostgreSQL it takes a share lock on it
+    /// (`FOR SHARE`), so a reset or change (whose transactions update the user row before they
+    /// revoke sessions) either waits for this transaction and then revokes the new session, or
+    /// commits first, and this insert, re-reading the row, finds another hash and inserts
+    /// nothing. On SQLite the insert is the transaction's first statement, so it takes the one
+    /// write lock before it reads.
     pub async fn create_session(
         &self,
         new: &NewSession<'_>,
         token: &TokenRecord,
-    ) -> Result<SessionId, StoreError> {
-        const SESSION: &str = "INSERT INTO sessions \
-            (user_id, created_at, last_used_at, expires_at, user_agent, ip) \
-            VALUES ($1, $2, $2, $3, $4, $5) RETURNING id";
-        let id: i64 = dispatch!(self, conn => {
+    ) -> Result<Option<SessionId>, StoreError> {
+        // The same statement on both databases, with PostgreSQL's row lock.
+        macro_rules! session {
+            ($lock:literal) => {
+                concat!(
+                    "INSERT INTO sessions ",
+                    "(user_id, created_at, last_used_at, expires_at, user_agent, ip) ",
+                    "SELECT id, $2, $2, $3, $4, $5 FROM users ",
+                    "WHERE id = $1 AND hashed_password = $6",
+                    $lock,
+                    " RETURNING id"
+                )
+            };
+        }
+        let sql = match self {
+            Db::Postgres(_) => session!(" FOR SHARE"),
+            Db::Sqlite(..) => session!(""),
+        };
+        let id: Option<i64> = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
-            let id: i64 = sqlx::query_scalar(SESSION)
+            let id: Option<i64> = sqlx::query_scalar(sql)
                 .bind(new.user.get())
                 .bind(new.now)
                 .bind(new.expires_at)
                 .bind(new.user_agent)
                 .bind(new.ip)
-                .fetch_one(&mut *tx)
+                .bind(new.verified_hash)
+                .fetch_optional(&mut *tx)
                 .await?;
+            let Some(id) = id else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
             tx.insert_token(id, token).await?;
             tx.commit().await?;
-            Ok(id)
+            Ok(Some(id))
         })?;
-        Ok(SessionId::new(id))
+        Ok(id.map(SessionId::new))
     }
 
     /// The user of an access token, if its session is still active: one query for both checks.
