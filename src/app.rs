@@ -144,7 +144,11 @@ impl App {
         let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
         let reap = tokio::spawn(close_idle_connections(self.db.clone()));
         let sweep = tokio::spawn(sweep_limits(self.limiter.clone()));
-        let mut mail = tokio::spawn(self.mailer.clone().run(self.db.clone(), self.clock.clone()));
+        let mut mail = tokio::spawn(send_mail(
+            self.mailer.clone(),
+            self.db.clone(),
+            self.clock.clone(),
+        ));
         serve::serve(
             self.listener,
             self.router,
@@ -182,6 +186,23 @@ fn derived_key(secret: &SecretString, purpose: &[u8]) -> [u8; 32] {
     };
     mac.update(purpose);
     mac.finalize().into_bytes().into()
+}
+
+/// Runs the mail sender until it stops ([`Mailer::stop`]); a sender that panics is logged and
+/// started again a second later, so mail never silently stops going out for the life of the
+/// process. (Dropping this future aborts the sender with it.)
+async fn send_mail(mailer: Arc<Mailer>, db: Db, clock: Arc<dyn Clock>) {
+    loop {
+        let mut sender = tokio::task::JoinSet::new();
+        sender.spawn(mailer.clone().run(db.clone(), clock.clone()));
+        match sender.join_next().await {
+            Some(Err(err)) if err.is_panic() => {
+                tracing::error!("the mail sender panicked; starting it again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Drops expired in-memory rate-limit entries once a minute.

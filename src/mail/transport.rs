@@ -67,6 +67,7 @@ impl Transport {
     pub(super) fn new(settings: &MailSettings) -> anyhow::Result<Self> {
         match &settings.smtp_url {
             Some(url) => {
+                refuse_plaintext_credentials(url.expose_secret())?;
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
                     // lettre's error names the problem, not the URL.
                     .map_err(|err| anyhow::anyhow!("{err}"))?
@@ -92,11 +93,7 @@ impl Transport {
                     .await
                     .map(drop)
                     .map_err(|err| {
-                        let mut detail = format!("SMTP: {err}");
-                        for to in message.envelope().to() {
-                            let to: &str = to.as_ref();
-                            detail = detail.replace(to, "<recipient>");
-                        }
+                        let detail = mask_addresses(&format!("SMTP: {err}"));
                         DeliveryError::new(err.is_permanent(), detail)
                     })
             }
@@ -118,6 +115,77 @@ impl Transport {
             }
         }
     }
+}
+
+/// Refuses an `SMTP_URL` that would send the relay's user name and password in the clear: with
+/// credentials, a relay other than this host must be reached with TLS (`smtps://`) or with
+/// `?tls=required` (with `?tls=opportunistic` a man in the middle can strip STARTTLS and read
+/// the password). The error names the rule, never the URL.
+fn refuse_plaintext_credentials(raw: &str) -> anyhow::Result<()> {
+    let Ok(url) = url::Url::parse(raw) else {
+        // lettre says what is wrong with it.
+        return Ok(());
+    };
+    let has_credentials = !url.username().is_empty() || url.password().is_some();
+    let tls_required = url.scheme() == "smtps"
+        || url
+            .query_pairs()
+            .any(|(name, value)| name == "tls" && value == "required");
+    let loopback = match url.host() {
+        // `smtp:` is not a scheme the URL standard knows, so its host stays text, addresses too.
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if has_credentials && !tls_required && !loopback {
+        anyhow::bail!(
+            "it holds a user name and password but would send them unencrypted: use \
+             smtps://… or add ?tls=required (plain smtp:// with credentials is allowed only to \
+             localhost)"
+        );
+    }
+    Ok(())
+}
+
+/// `text` with every word that holds an `@` (an address a relay's reply quoted, in whatever
+/// case or form) replaced by `<address>`: the log and the outbox's `last_error` keep the reply,
+/// not whom it was about.
+pub(super) fn mask_addresses(text: &str) -> String {
+    let is_separator = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '<' | '>' | '"' | '\'' | ',' | ';' | '(' | ')' | '[' | ']'
+            )
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.contains('@') {
+            out.push_str("<address>");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if is_separator(c) {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// `<created_at>-<local part of the Message-ID>.eml`, with anything but `[A-Za-z0-9_-]` in
@@ -176,6 +244,34 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn addresses_in_a_relay_reply_are_masked_in_any_case() {
+        assert_eq!(
+            super::mask_addresses(
+                "SMTP: 550 5.1.1 <ADA@Example.COM>: user unknown, ada@example.com"
+            ),
+            "SMTP: 550 5.1.1 <<address>>: user unknown, <address>"
+        );
+        assert_eq!(
+            super::mask_addresses("connection refused"),
+            "connection refused"
+        );
+    }
+
+    #[test]
+    fn credentials_travel_only_encrypted_except_to_this_host() {
+        use super::refuse_plaintext_credentials as check;
+        assert!(check("smtp://user:secret@relay.example.com:587").is_err());
+        assert!(check("smtp://user:secret@relay.example.com:587?tls=opportunistic").is_err());
+        let err = check("smtp://user:secret@relay.example.com").expect_err("refused");
+        assert!(!format!("{err:#}").contains("secret"));
+        assert!(check("smtp://user:secret@relay.example.com:587?tls=required").is_ok());
+        assert!(check("smtps://user:secret@relay.example.com").is_ok());
+        assert!(check("smtp://user:secret@localhost:25").is_ok());
+        assert!(check("smtp://user:secret@127.0.0.1:25").is_ok());
+        assert!(check("smtp://relay.example.com:25").is_ok());
+    }
 
     use secrecy::SecretString;
 

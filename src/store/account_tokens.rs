@@ -146,14 +146,27 @@ impl Db {
 
     /// Replaces `user`'s password-reset tokens with `token` and queues `mail` (its link), in one
     /// transaction: an earlier token stops working, and its mail, if still unsent, is dropped.
+    ///
+    /// Two requests at once must not both leave a token behind. On PostgreSQL the transaction
+    /// first locks the user row, so the second waits for the first and then deletes its token
+    /// (under READ COMMITTED its `DELETE` would otherwise not see a token inserted by a
+    /// transaction that commits after the `DELETE` began). On SQLite the `DELETE` is the first
+    /// statement and takes the one write lock, so it already sees every earlier commit.
     pub async fn issue_password_reset(
         &self,
         user: UserId,
         token: &NewAccountToken,
         mail: &QueuedMail,
     ) -> Result<(), StoreError> {
+        let lock = match self {
+            Db::Postgres(_) => Some("SELECT id FROM users WHERE id = $1 FOR UPDATE"),
+            Db::Sqlite(..) => None,
+        };
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(user.get()).execute(&mut *tx).await?;
+            }
             tx.delete_account_tokens(user.get(), TokenPurpose::PasswordReset).await?;
             let id = tx.insert_account_token(user.get(), token).await?;
             tx.enqueue_mail(mail, Some(id)).await?;
