@@ -343,7 +343,7 @@ impl Metrics {
         let mail_expired = Family::<KindLabels, Counter>::default();
         registry.register(
             "mail_expired",
-            "Messages given up undelivered because their link expired first, by kind",
+            "Messages given up undelivered (their link expired first, or they could not be opened or rendered), by kind",
             mail_expired.clone(),
         );
         let mail_queue_depth = Gauge::default();

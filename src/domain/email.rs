@@ -53,6 +53,13 @@ pub enum EmailError {
     /// Nothing before the `@`.
     #[error("value is not a valid email address: there must be something before the @-sign")]
     EmptyLocal,
+    /// The part before the `@` is longer than 64 bytes or not valid mailbox syntax (a dot at
+    /// either end or two in a row, or a character such as `,;<>()[]\` outside quotes).
+    #[error(
+        "value is not a valid email address: the part before the @-sign is not valid (at most 64 \
+         bytes of letters, digits and !#$%&'*+-/=?^_`{{|}}~, with single dots between them)"
+    )]
+    LocalPart,
     /// The domain has no dot, an empty label, or is not a valid (internationalised) host name.
     #[error("value is not a valid email address: the part after the @-sign is not a valid domain")]
     Domain,
@@ -113,6 +120,11 @@ impl Email {
         };
         if local.is_empty() {
             return Err(EmailError::EmptyLocal);
+        }
+        // What the mailer accepts as a mailbox: an address taken here must be one mail can be
+        // sent to (verification, reset), or its owner could never recover the account.
+        if !email_address::EmailAddress::is_valid_local_part(local) {
+            return Err(EmailError::LocalPart);
         }
         if !domain.contains('.') || domain.split('.').any(str::is_empty) {
             return Err(EmailError::Domain);

@@ -107,15 +107,61 @@ fn mixed_scripts_are_refused_in_the_local_part_and_in_domain_labels() {
 
 #[test]
 fn length_limit_is_254_characters() {
-    let at_limit = format!("{}@example.com", "a".repeat(MAX_LEN - 12));
+    // A domain of `len` characters: labels of at most 63, ending in `.com`.
+    let domain = |len: usize| {
+        let mut labels = Vec::new();
+        let mut left = len - 4;
+        while left > 0 {
+            let label = left.min(63);
+            labels.push("d".repeat(label));
+            left -= label;
+            left = left.saturating_sub(1);
+        }
+        let domain = format!("{}.com", labels.join("."));
+        assert_eq!(domain.len(), len, "{domain}");
+        domain
+    };
+    let local = "a".repeat(64);
+    let at_limit = format!("{local}@{}", domain(MAX_LEN - 65));
     assert!(Email::parse(&at_limit).is_ok());
-    let over = format!("{}@example.com", "a".repeat(MAX_LEN - 11));
+    let over = format!("{local}@{}", domain(MAX_LEN - 64));
     assert_eq!(Email::parse(&over), Err(EmailError::TooLong));
-    // Counted on the canonical form: 254 decomposed letters are 508 characters as sent.
-    let decomposed = format!("{}@example.com", "a\u{301}".repeat(MAX_LEN - 12));
+    // Counted on the canonical form: 32 decomposed letters are 64 characters as sent, 32 once
+    // composed.
+    let decomposed = format!("{}@{}", "a\u{301}".repeat(32), domain(MAX_LEN - 40));
+    assert!(decomposed.chars().count() > MAX_LEN);
     assert!(Email::parse(&decomposed).is_ok());
     let huge = "a".repeat(MAX_LEN * 16 + 1);
     assert_eq!(Email::parse(&huge), Err(EmailError::TooLong));
+}
+
+#[test]
+fn the_part_before_the_at_sign_must_be_a_mailbox_the_mailer_accepts() {
+    for bad in [
+        "a..b@example.com",
+        ".ada@example.com",
+        "ada.@example.com",
+        "a,b@example.com",
+        "a;b@example.com",
+        "a(b)@example.com",
+        "a[b]@example.com",
+        "a\\b@example.com",
+    ] {
+        assert_eq!(Email::parse(bad), Err(EmailError::LocalPart), "{bad}");
+    }
+    let long = format!("{}@example.com", "a".repeat(65));
+    assert_eq!(Email::parse(&long), Err(EmailError::LocalPart));
+    for good in [
+        "a.b@example.com",
+        "ada+tag@example.com",
+        "o'brien@example.com",
+        "x!#$%&*/=?^_`{|}~-y@example.com",
+        "jos\u{e9}@example.com",
+    ] {
+        let email = Email::parse(good).expect(good);
+        let (local, domain) = email.as_str().split_once('@').expect("an @");
+        assert!(lettre::Address::new(local, domain).is_ok(), "{good}");
+    }
 }
 
 /// Characters that fold together: each pair is (a character, another spelling of it).
@@ -146,7 +192,7 @@ fn hidden_char(c: char) -> bool {
 proptest! {
     #[test]
     fn generated_valid_addresses_parse(
-        local in "[a-zA-Z0-9._%+-]{1,40}",
+        local in "[a-zA-Z0-9_%+-]{1,20}(\\.[a-zA-Z0-9_%+-]{1,19})?",
         labels in proptest::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,18}[a-zA-Z0-9])?", 2..4),
     ) {
         prop_assume!(!labels.iter().any(|l| l.get(2..4) == Some("--")));
