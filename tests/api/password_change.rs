@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::db_tests;
-use crate::helpers::{Backend, GOOD_PASSWORD, assert_detail, validation_errors};
+use crate::helpers::{Backend, GOOD_PASSWORD, assert_detail, retry_after, validation_errors};
 use crate::mailflow::{
     INVALID_TOKEN, NEW_PASSWORD, assert_well_formed, change, email_of, forgot_ok, login, login_ok,
     reset, spawn_with_sink,
@@ -51,6 +51,25 @@ db_tests! {
 
         assert_eq!(app.me(&other).await.status(), 200, "no session ended");
         assert_eq!(login(&app, "ada", NEW_PASSWORD).await.status(), 401);
+        login_ok(&app, "ada", GOOD_PASSWORD).await;
+    }
+
+    async fn wrong_current_passwords_meet_the_login_throttle(backend: Backend) {
+        let (app, _sink) = spawn_with_sink(backend, |_| {}).await;
+        app.create_user("ada").await;
+        let (access, _) = login_ok(&app, "ada", GOOD_PASSWORD).await;
+
+        // A stolen access token must not become a way to guess the password: the change counts
+        // as a login of the account's address, so LOGIN_BACKOFF_AFTER (5) failures start the
+        // backoff, and then even the right password waits.
+        for _ in 0..5 {
+            assert_detail(change(&app, &access, "not the password", NEW_PASSWORD).await, 400, WRONG_CURRENT).await;
+        }
+        let refused = change(&app, &access, GOOD_PASSWORD, NEW_PASSWORD).await;
+        assert!(retry_after(refused.headers()).is_some_and(|secs| secs >= 1));
+        assert_detail(refused, 429, "Too many failed login attempts").await;
+
+        assert_eq!(login(&app, "ada", NEW_PASSWORD).await.status(), 401, "nothing changed");
         login_ok(&app, "ada", GOOD_PASSWORD).await;
     }
 

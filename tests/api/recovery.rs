@@ -112,6 +112,52 @@ db_tests! {
         assert!(sink.received().is_empty());
     }
 
+    async fn two_resets_racing_with_one_token_succeed_once(backend: Backend) {
+        let (app, sink) = spawn_with_sink(backend, |_| {}).await;
+        app.create_user("ada").await;
+        forgot_ok(&app, &email_of("ada")).await;
+        let token = token_of(&sink.reset_mail(&email_of("ada")).await.reset_link());
+
+        let (first, second) = tokio::join!(
+            reset(&app, &token, NEW_PASSWORD),
+            reset(&app, &token, "another brand new phrase")
+        );
+
+        let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [204, 400], "one reset wins, the other finds the token used");
+        let logins = [
+            login(&app, "ada", NEW_PASSWORD).await.status().as_u16(),
+            login(&app, "ada", "another brand new phrase").await.status().as_u16(),
+        ];
+        assert!(logins.contains(&200) && logins.contains(&401), "{logins:?}");
+    }
+
+    async fn two_requests_at_once_leave_one_working_link(backend: Backend) {
+        let (app, sink) = spawn_with_sink(backend, |_| {}).await;
+        app.create_user("ada").await;
+        let ada = email_of("ada");
+
+        let (first, second) = tokio::join!(forgot(&app, &ada), forgot(&app, &ada));
+        assert_eq!((first.status().as_u16(), second.status().as_u16()), (202, 202));
+
+        // The later transaction deleted the earlier token (and its mail, if it was still
+        // queued): one token is left, and the link of the mail that arrived last works.
+        let tokens = app
+            .db
+            .scalar("SELECT COUNT(*) FROM account_tokens WHERE purpose = 'password_reset'")
+            .await;
+        assert_eq!(tokens, 1, "one reset token left");
+        sink.reset_mail(&ada).await;
+        let links: Vec<String> =
+            sink.received().iter().filter(|m| m.is_reset()).map(Received::reset_link).collect();
+        let mut pages = Vec::new();
+        for link in &links {
+            pages.push(open_link(&app, link).await.status().as_u16());
+        }
+        assert_eq!(pages.iter().filter(|&&status| status == 200).count(), 1, "{pages:?}");
+    }
+
     async fn a_reset_token_works_once(backend: Backend) {
         let (app, sink) = spawn_with_sink(backend, |_| {}).await;
         app.create_user("ada").await;
