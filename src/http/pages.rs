@@ -10,6 +10,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use crate::domain::PasswordError;
 
 /// The Content-Security-Policy of every page.
@@ -167,6 +168,35 @@ pub fn verify_invalid() -> Response {
     )
 }
 
+/// A page for an error a person meets on these pages (the database down, hashing saturated, a
+/// bug): the status and `Retry-After` of the API's answer, in HTML. The API's answer is built
+/// first, so the error is logged exactly as for a JSON client.
+pub fn failure(err: ApiError) -> Response {
+    let api = err.into_response();
+    let status = api.status();
+    let (title, text) = match status {
+        StatusCode::TOO_MANY_REQUESTS => (
+            "Too many attempts",
+            "Too many attempts in a short time. Wait a moment, then try again.",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "Try again in a moment",
+            "The service cannot answer right now. Your link still works: try again in a moment.",
+        ),
+        _ => (
+            "Something went wrong",
+            "Something went wrong on our side. Your link still works: try again later.",
+        ),
+    };
+    let mut response = page(status, title, &paragraph(text));
+    if let Some(retry) = api.headers().get(header::RETRY_AFTER) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
+    }
+    response
+}
+
 /// What the reset form says about a password the policy refuses.
 pub fn password_message(rule: PasswordError) -> &'static str {
     match rule {
@@ -198,6 +228,32 @@ mod tests {
             .await
             .expect("body");
         String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn errors_met_on_a_page_are_pages_with_the_api_s_status_and_retry_after() {
+        let busy = failure(ApiError::Busy);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            busy.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(busy.headers()[header::REFERRER_POLICY], "no-referrer");
+        assert!(text(busy).await.contains("Try again in a moment"));
+
+        let down = failure(ApiError::Unavailable(anyhow::anyhow!("connection refused")));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let page = text(down).await;
+        assert!(page.contains("<title>Try again in a moment"), "{page}");
+        assert!(
+            !page.contains("connection refused"),
+            "the cause stays in the log"
+        );
+
+        let bug = failure(ApiError::Unexpected(anyhow::anyhow!("a bug")));
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text(bug).await.contains("Something went wrong"));
     }
 
     #[test]

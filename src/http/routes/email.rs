@@ -87,7 +87,7 @@ pub async fn request_verification(
                 ("referrer-policy" = String, description = "no-referrer"),
             )),
         (status = 400, description = "Missing, unknown, used or expired token: a page saying so", body = String, content_type = "text/html"),
-        (status = 503, description = "Database unavailable", body = ErrorDetail),
+        (status = 503, description = "Database unavailable: a page saying so", body = String, content_type = "text/html"),
     )
 )]
 pub async fn verify_page(
@@ -100,7 +100,7 @@ pub async fn verify_page(
     match state.auth.check_verification_token(&token).await {
         Ok(()) => Ok(pages::verify_form(&token)),
         Err(AuthError::InvalidAccountToken) => Ok(pages::verify_invalid()),
-        Err(other) => Err(other.into()),
+        Err(other) => Ok(pages::failure(other.into())),
     }
 }
 
@@ -126,7 +126,10 @@ pub async fn verify_page(
         )),
         (status = 413, description = "Body over 64 KiB", body = ErrorDetail),
         (status = 422, description = "Missing or malformed token field (JSON)", body = ValidationError),
-        (status = 503, description = "Database unavailable", body = ErrorDetail),
+        (status = 503, description = "Database unavailable (a form post gets a page)", content(
+            (ErrorDetail = "application/json"),
+            (String = "text/html")
+        )),
     )
 )]
 pub async fn verify(
@@ -139,7 +142,7 @@ pub async fn verify(
         return match state.auth.verify_email(&token).await {
             Ok(()) => Ok(pages::verify_done()),
             Err(AuthError::InvalidAccountToken) => Ok(pages::verify_invalid()),
-            Err(other) => Err(other.into()),
+            Err(other) => Ok(pages::failure(other.into())),
         };
     }
     let token = fields.required("token", &mut errors);

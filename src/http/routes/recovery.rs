@@ -139,7 +139,7 @@ pub async fn forgot(
                 ("referrer-policy" = String, description = "no-referrer"),
             )),
         (status = 400, description = "Missing, unknown, used or expired token: a page saying so", body = String, content_type = "text/html"),
-        (status = 503, description = "Database unavailable", body = ErrorDetail),
+        (status = 503, description = "Database unavailable: a page saying so", body = String, content_type = "text/html"),
     )
 )]
 pub async fn reset_page(
@@ -152,7 +152,7 @@ pub async fn reset_page(
     match state.auth.check_reset_token(&token).await {
         Ok(()) => Ok(pages::reset_form(StatusCode::OK, &token, None)),
         Err(AuthError::InvalidAccountToken) => Ok(pages::reset_invalid()),
-        Err(other) => Err(other.into()),
+        Err(other) => Ok(pages::failure(other.into())),
     }
 }
 
@@ -184,7 +184,10 @@ pub async fn reset_page(
             (ValidationError = "application/json"),
             (String = "text/html")
         )),
-        (status = 503, description = "Database unavailable, or password hashing saturated", body = ErrorDetail),
+        (status = 503, description = "Database unavailable, or password hashing saturated (a form post gets a page)", content(
+            (ErrorDetail = "application/json"),
+            (String = "text/html")
+        )),
     )
 )]
 pub async fn reset(
@@ -206,7 +209,7 @@ pub async fn reset(
         match state.auth.check_reset_token(&token).await {
             Ok(()) => {}
             Err(AuthError::InvalidAccountToken) => return Ok(pages::reset_invalid()),
-            Err(other) => return Err(other.into()),
+            Err(other) => return Ok(pages::failure(other.into())),
         }
         if new != confirm {
             return Ok(pages::reset_form(
@@ -227,7 +230,7 @@ pub async fn reset(
                 &token,
                 Some(pages::password_message(rule)),
             )),
-            Err(other) => Err(other.into()),
+            Err(other) => Ok(pages::failure(other.into())),
         };
     }
     let token = fields.required("token", &mut errors);
