@@ -2,112 +2,20 @@
 //! scripted session that touches every route, successes and failures alike, and then the whole
 //! log is searched for every password, token, token segment and the signing key it used.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
-
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 
 use crate::db_tests;
 use crate::helpers::{Backend, TestDb, random_hex};
+use crate::logged::Logged;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cerego");
-
-/// `cerego serve` with every line it writes (stdout and stderr) collected.
-struct Logged {
-    child: Child,
-    address: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
+/// `cerego serve` at `RUST_LOG=debug` on `database_url`, signing with `secret`.
 fn serve(database_url: &str, secret: &str) -> Logged {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .env("BCRYPT_COST", "4")
-        .env("DATABASE_URL", database_url)
-        .env("JWT_SECRET_KEY", secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cerego");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let streams: [Box<dyn Read + Send>; 2] = [
-        Box::new(child.stdout.take().expect("stdout")),
-        Box::new(child.stderr.take().expect("stderr")),
-    ];
-    let readers = streams
-        .into_iter()
-        .map(|stream| {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().expect("log lines").push(line);
-                }
-            })
-        })
-        .collect();
-    let mut address = None;
-    for _ in 0..300 {
-        address = lines
-            .lock()
-            .expect("log lines")
-            .iter()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|entry| entry["message"] == "listening")
-            .and_then(|entry| entry["address"].as_str().map(|a| format!("http://{a}")));
-        if address.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let address = address.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!(
-            "cerego did not start: {:?}",
-            lines.lock().expect("log lines")
-        )
-    });
-    Logged {
-        child,
-        address,
-        lines,
-        readers,
-    }
-}
-
-impl Logged {
-    /// Stops the server with SIGTERM and returns everything it logged.
-    fn stop(mut self) -> Vec<String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = self.child.wait().expect("wait");
-        assert!(exit.success(), "clean exit: {exit}");
-        for reader in self.readers.drain(..) {
-            reader.join().expect("reader");
-        }
-        std::mem::take(&mut *self.lines.lock().expect("log lines"))
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Logged::start(&[
+        ("RUST_LOG", "debug"),
+        ("DATABASE_URL", database_url),
+        ("JWT_SECRET_KEY", secret),
+    ])
 }
 
 /// The scripted client: every request checks its status, and every secret it handles is kept.

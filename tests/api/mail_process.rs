@@ -2,11 +2,7 @@
 //! database setting) writes each message as an `.eml` file under `./data/outbox/` and logs its
 //! path; and a whole recovery session at `RUST_LOG=debug` logs no password, token or link.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -16,111 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::db_tests;
 use crate::helpers::{Backend, TestDb, random_hex};
+use crate::logged::Logged;
 use crate::smtp_sink::{MAIL_WAIT, Received, SmtpSink, path_of, token_of};
-
-/// `cerego serve` with every line it writes (stdout and stderr) collected.
-struct Logged {
-    child: Child,
-    address: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
-    dir: tempfile::TempDir,
-}
-
-impl Logged {
-    /// Starts `cerego` in a fresh directory with the clean environment of
-    /// `process::command` (PATH, HOST, PORT=0, JSON logs), `BCRYPT_COST=4` and `env`.
-    fn start(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut command: Command = crate::process::command(&dir);
-        command.env("BCRYPT_COST", "4");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cerego");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let streams: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().expect("stdout")),
-            Box::new(child.stderr.take().expect("stderr")),
-        ];
-        let readers = streams
-            .into_iter()
-            .map(|stream| {
-                let lines = lines.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        lines.lock().expect("log lines").push(line);
-                    }
-                })
-            })
-            .collect();
-        let started = Instant::now();
-        let address = loop {
-            let found = lines
-                .lock()
-                .expect("log lines")
-                .iter()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find(|entry| entry["message"] == "listening")
-                .and_then(|entry| entry["address"].as_str().map(|a| format!("http://{a}")));
-            if let Some(address) = found {
-                break address;
-            }
-            if started.elapsed() > Duration::from_secs(30)
-                || child.try_wait().ok().flatten().is_some()
-            {
-                let _ = child.kill();
-                panic!(
-                    "cerego did not start: {:?}",
-                    lines.lock().expect("log lines")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Self {
-            child,
-            address,
-            lines,
-            readers,
-            dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-
-    /// Every line so far.
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("log lines").clone()
-    }
-
-    /// Stops the server with SIGTERM and returns everything it logged.
-    fn stop(mut self) -> Vec<String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = self.child.wait().expect("wait");
-        assert!(exit.success(), "clean exit: {exit}");
-        for reader in self.readers.drain(..) {
-            reader.join().expect("reader");
-        }
-        std::mem::take(&mut *self.lines.lock().expect("log lines"))
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Sends `request` and asserts its status.
 async fn send(request: reqwest::RequestBuilder, status: u16, what: &str) -> Response {

@@ -14,6 +14,7 @@ mod health;
 mod hostile;
 mod jwt;
 mod log_hygiene;
+mod logged;
 mod login;
 mod mail_delivery;
 mod mail_process;
