@@ -4,16 +4,11 @@
 // Run by scripts/test after the Rust suite (it needs target/debug/cerego and Debian's chromium).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { launchChromium, root, startCerego } from './cerego.mjs';
 
-const root = resolve(import.meta.dirname, '..', '..');
-const binary = process.env.CEREGO_BIN ?? join(root, 'target', 'debug', 'cerego');
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const shots = join(root, 'target', 'browser');
 const user = { email: 'ada@example.com', username: 'ada_browser', password: 'correct horse battery' };
 
@@ -25,46 +20,14 @@ let dir;
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cerego-browser-'));
   mkdirSync(shots, { recursive: true });
-  server = spawn(binary, [], {
-    cwd: dir,
-    env: {
-      PATH: process.env.PATH,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      BCRYPT_COST: '4',
-      LOG_FORMAT: 'json',
-      JWT_SECRET_KEY: 'browser-test-secret-key-of-32-bytes-or-more',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  base = await new Promise((resolveAddress, reject) => {
-    const timer = setTimeout(() => reject(new Error('cerego did not start in 30 s')), 30_000);
-    server.on('exit', (code) => reject(new Error(`cerego exited with ${code}`)));
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line);
-        if (entry.message === 'listening') {
-          clearTimeout(timer);
-          resolveAddress(`http://${entry.address}`);
-        }
-      } catch {
-        // not a JSON log line
-      }
-    });
-  });
+  ({ server, base } = await startCerego(dir));
   const signup = await fetch(`${base}/auth/signup`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(user),
   });
   assert.equal(signup.status, 201);
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -7,17 +7,12 @@
 // Run by scripts/test after the Rust suite (it needs target/debug/cerego and Debian's chromium).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { launchChromium, root, startCerego } from './cerego.mjs';
 
-const root = resolve(import.meta.dirname, '..', '..');
-const binary = process.env.CEREGO_BIN ?? join(root, 'target', 'debug', 'cerego');
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const shots = join(root, 'target', 'browser');
 const user = { email: 'ada@example.com', username: 'ada_reset', password: 'correct horse battery' };
 const newPassword = 'a brand new passphrase from the browser';
@@ -208,49 +203,19 @@ before(async () => {
   sink = await startSmtpSink();
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  server = spawn(binary, [], {
-    cwd: dir,
-    env: {
-      PATH: process.env.PATH,
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      PUBLIC_BASE_URL: base,
-      BCRYPT_COST: '4',
-      LOG_FORMAT: 'json',
-      JWT_SECRET_KEY: 'browser-test-secret-key-of-32-bytes-or-more',
-      SMTP_URL: `smtp://127.0.0.1:${sink.port}`,
-      MAIL_RETRY_MAX_SECS: '1',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise((ready, reject) => {
-    const timer = setTimeout(() => reject(new Error('cerego did not start in 30 s')), 30_000);
-    server.on('exit', (code) => reject(new Error(`cerego exited with ${code}`)));
-    createInterface({ input: server.stdout }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line);
-        if (entry.message === 'listening') {
-          clearTimeout(timer);
-          ready();
-        }
-      } catch {
-        // not a JSON log line
-      }
-    });
-  });
+  ({ server } = await startCerego(dir, {
+    PORT: String(port),
+    PUBLIC_BASE_URL: base,
+    SMTP_URL: `smtp://127.0.0.1:${sink.port}`,
+    MAIL_RETRY_MAX_SECS: '1',
+  }));
   const signup = await fetch(`${base}/auth/signup`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(user),
   });
   assert.equal(signup.status, 201);
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
