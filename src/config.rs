@@ -56,6 +56,20 @@ pub struct Settings {
     pub recovery: RecoverySettings,
     /// How mail leaves: SMTP or files, sender address, retries.
     pub mail: MailSettings,
+    /// The admin account start-up ensures (`ADMIN_EMAIL`, `ADMIN_USERNAME`, `ADMIN_PASSWORD`,
+    /// all three or none).
+    pub admin: Option<AdminAccount>,
+}
+
+/// An admin account to ensure at start-up: created with `password` if no account has `email`,
+/// given the `admin` role if one has. The names and the password passed the sign-up rules when
+/// the settings were read.
+#[derive(Debug, Clone)]
+pub struct AdminAccount {
+    /// `ADMIN_EMAIL` and `ADMIN_USERNAME`.
+    pub account: crate::domain::NewUser,
+    /// `ADMIN_PASSWORD` (used only if the account is created).
+    pub password: crate::domain::NewPassword,
 }
 
 /// Password reset and e-mail verification.

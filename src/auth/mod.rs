@@ -1,6 +1,7 @@
 //! Use cases of the auth service: sign-up, login, "who is this token", and account recovery
 //! ([`recovery`]). No HTTP, no SQL.
 
+pub mod admin;
 pub mod clock;
 mod flight;
 pub mod passwords;
@@ -65,6 +66,15 @@ pub enum AuthError {
     /// `new_password`.
     #[error("new password refused: {0}")]
     PasswordRefused(crate::domain::PasswordError),
+    /// The caller's roles do not grant the permission the route needs.
+    #[error("not enough permissions")]
+    Forbidden,
+    /// The right password, but an admin disabled the account.
+    #[error("account disabled")]
+    AccountDisabled,
+    /// An admin change was refused (no such user or role, built-in role, last admin…).
+    #[error("refused: {0:?}")]
+    Refused(crate::store::Refusal),
     /// Too many logins and sign-ups are waiting for a hashing slot.
     #[error("password hashing is saturated")]
     Busy,
@@ -254,14 +264,16 @@ impl Auth {
             }
             LoginName::UsernameOrEmail(raw) => self.db.credentials_by_username(raw).await?,
         };
-        let (user_id, names, stored, verified) = match credentials {
+        let (user_id, names, stored, verified, disabled, roles) = match credentials {
             Some(c) => (
                 Some(c.user_id),
                 [limits::login_key(&c.email), limits::login_key(&c.username)],
                 self.usable_hash(c.user_id, c.hashed_password),
                 c.email_verified,
+                c.disabled,
+                c.roles,
             ),
-            None => (None, Default::default(), None, false),
+            None => (None, Default::default(), None, false, false, Vec::new()),
         };
         // Kept to open the session only if the password is still this one (a reset may commit
         // while bcrypt runs; see `Db::create_session`).
@@ -279,6 +291,13 @@ impl Auth {
                         .login_succeeded(&[&account, email, username], ip)
                         .await;
                 }
+                // Only after the right password: a wrong one gets the usual 401, so nobody
+                // learns that an account is disabled without its password.
+                if disabled {
+                    self.metrics.record_login(LoginOutcome::Failure);
+                    tracing::info!(user_id = user_id.get(), "login refused: account disabled");
+                    return Err(AuthError::AccountDisabled);
+                }
                 if self.recovery.require_email_verification && !verified {
                     self.metrics.record_login(LoginOutcome::Failure);
                     tracing::info!(user_id = user_id.get(), "login refused: email not verified");
@@ -286,7 +305,8 @@ impl Auth {
                 }
                 self.metrics.record_login(LoginOutcome::Success);
                 tracing::info!(user_id = user_id.get(), "login succeeded");
-                self.open_session(user_id, &verified_hash, client).await
+                self.open_session(user_id, &verified_hash, client, &roles)
+                    .await
             }
             _ => {
                 self.metrics.record_login(LoginOutcome::Failure);

@@ -3,7 +3,7 @@
 
 use super::tokens::{AccessToken, RefreshToken, TokenRejection, new_jti};
 use super::{Auth, AuthError};
-use crate::domain::{Session, SessionId, User, UserId};
+use crate::domain::{Permissions, RoleName, Session, SessionId, User, UserId};
 use crate::metrics::RevokeReason;
 use crate::store::{NewSession, Rotation, TokenRecord};
 
@@ -43,6 +43,8 @@ pub struct Authenticated {
     pub user: User,
     /// The token's session.
     pub session: SessionId,
+    /// What the user's roles allow, read with the session (never from the token's claims).
+    pub permissions: Permissions,
 }
 
 /// `d` in whole seconds, as the store counts time.
@@ -60,7 +62,12 @@ impl Auth {
         now.saturating_sub(secs(self.sessions.idle_timeout))
     }
 
-    /// The tokens for a session, counting lifetimes from `now`.
+    /// The tokens for a session, counting lifetimes from `now`; the access token's `roles` claim
+    /// lists `roles`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each part of the token pair, named"
+    )]
     fn tokens_for(
         &self,
         user: UserId,
@@ -69,10 +76,11 @@ impl Auth {
         refresh: RefreshToken,
         expires_at: i64,
         now: i64,
+        roles: &[RoleName],
     ) -> Result<Tokens, AuthError> {
         let access = self
             .tokens
-            .issue(user, session, &record.jti, record.issued_at, now)?;
+            .issue(user, session, &record.jti, record.issued_at, now, roles)?;
         let until_end = expires_at.saturating_sub(now);
         let refresh_expires_in = until_end.min(secs(self.sessions.idle_timeout)).max(0);
         Ok(Tokens {
@@ -82,14 +90,15 @@ impl Auth {
         })
     }
 
-    /// Opens a session for `user`, whose password hash `verified_hash` the login just checked,
-    /// and issues its first tokens. If the password was reset or changed since the check, no
+    /// Opens a session for `user` (holding `roles`), whose password hash `verified_hash` the
+    /// login just checked, and issues its first tokens. If the password was reset or changed since the check, no
     /// session is opened: [`AuthError::InvalidCredentials`], as for a wrong password.
     pub(super) async fn open_session(
         &self,
         user: UserId,
         verified_hash: &str,
         client: &ClientInfo,
+        roles: &[RoleName],
     ) -> Result<Tokens, AuthError> {
         let now = self.now();
         let refresh = RefreshToken::generate()?;
@@ -122,7 +131,7 @@ impl Auth {
             session_id = session.get(),
             "session opened"
         );
-        self.tokens_for(user, session, &record, refresh, expires_at, now)
+        self.tokens_for(user, session, &record, refresh, expires_at, now, roles)
     }
 
     /// Rotates a refresh token. Presenting a used one again within the grace window returns the
@@ -150,6 +159,7 @@ impl Auth {
                 user,
                 session,
                 expires_at,
+                roles,
             } => {
                 self.metrics.record_session_refreshed();
                 tracing::info!(
@@ -157,7 +167,7 @@ impl Auth {
                     session_id = session.get(),
                     "refresh token rotated"
                 );
-                self.tokens_for(user, session, &record, successor, expires_at, now)
+                self.tokens_for(user, session, &record, successor, expires_at, now, &roles)
             }
             Rotation::Replayed {
                 user,
@@ -165,6 +175,7 @@ impl Auth {
                 expires_at,
                 jti,
                 issued_at,
+                roles,
             } => {
                 tracing::info!(
                     user_id = user.get(),
@@ -176,7 +187,7 @@ impl Auth {
                     jti,
                     issued_at,
                 };
-                self.tokens_for(user, session, &record, successor, expires_at, now)
+                self.tokens_for(user, session, &record, successor, expires_at, now, &roles)
             }
             Rotation::Reused { session } => {
                 self.metrics
@@ -207,7 +218,7 @@ impl Auth {
         claims: super::tokens::AccessClaims,
     ) -> Result<Authenticated, AuthError> {
         let now = self.now();
-        let user = self
+        let (user, permissions) = self
             .db
             .user_in_session(claims.user, claims.session, now, self.idle_cutoff(now))
             .await?
@@ -215,6 +226,7 @@ impl Auth {
         Ok(Authenticated {
             user,
             session: claims.session,
+            permissions,
         })
     }
 

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::JwtSettings;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{RoleName, SessionId, UserId};
 
 /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` between the servers that issue and
 /// check tokens.
@@ -100,6 +100,10 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    /// The user's roles when the token was issued, for other services that verify cerego's
+    /// tokens themselves. cerego's own routes never read it: they check the roles stored now.
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// What is wrong with a refused access token, as far as its holder may know: the HTTP layer
@@ -228,8 +232,8 @@ impl TokenKeys {
         }
     }
 
-    /// Signs an access token issued at `issued_at`; `expires_in` counts from `now`. The same
-    /// arguments always give the same token, which is how a refresh replayed within the grace
+    /// Signs an access token issued at `issued_at`, carrying `roles` as its `roles` claim;
+    /// `expires_in` counts from `now`. The same arguments always give the same token, which is how a refresh replayed within the grace
     /// window gets the very same pair again.
     pub fn issue(
         &self,
@@ -238,6 +242,7 @@ impl TokenKeys {
         jti: &str,
         issued_at: i64,
         now: i64,
+        roles: &[RoleName],
     ) -> anyhow::Result<AccessToken> {
         let iat = u64::try_from(issued_at).context("issue time before 1970")?;
         let exp = iat + self.ttl.as_secs();
@@ -250,6 +255,7 @@ impl TokenKeys {
             nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            roles: roles.iter().map(|role| role.as_str().to_owned()).collect(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .context("signing an access token failed")?;

@@ -20,10 +20,11 @@ use super::parse::{
     trusted_proxies,
 };
 use super::{
-    ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings, JwtSettings,
-    LimitSettings, LogFormat, MailSettings, ProxyHeader, Rates, RecoverySettings, SessionSettings,
-    Settings, ThrottleSettings, TrustedProxies,
+    AdminAccount, ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings,
+    JwtSettings, LimitSettings, LogFormat, MailSettings, ProxyHeader, Rates, RecoverySettings,
+    SessionSettings, Settings, ThrottleSettings, TrustedProxies,
 };
+use crate::domain::{Email, NewPassword, NewUser, Username};
 use crate::limits::Rule;
 
 /// Every environment variable cerego reads, in `--help` order (`RUST_LOG` is read by the log
@@ -82,6 +83,9 @@ pub const VARIABLES: &[&str] = &[
     "MAIL_FROM",
     "MAIL_OUTBOX_DIR",
     "MAIL_RETRY_MAX_SECS",
+    "ADMIN_EMAIL",
+    "ADMIN_USERNAME",
+    "ADMIN_PASSWORD",
     "LOG_FORMAT",
 ];
 
@@ -363,6 +367,19 @@ pub struct SettingsArgs {
           default_value_t = 300, value_parser = bounded::<u64>(1..=86_400))]
     pub mail_retry_max_secs: u64,
 
+    /// With ADMIN_USERNAME and ADMIN_PASSWORD: start-up ensures this account exists and holds
+    /// the admin role (created if missing; an existing account keeps its password).
+    #[arg(long, env = "ADMIN_EMAIL", global = true, help_heading = "Admin")]
+    pub admin_email: Option<String>,
+    /// The bootstrapped admin's username (used when the account is created).
+    #[arg(long, env = "ADMIN_USERNAME", global = true, help_heading = "Admin")]
+    pub admin_username: Option<String>,
+    /// The bootstrapped admin's password, used only when the account is created; it must pass
+    /// the sign-up password policy.
+    #[arg(long, env = "ADMIN_PASSWORD", global = true, help_heading = "Admin",
+          hide_env_values = true, value_parser = secret)]
+    pub admin_password: Option<SecretString>,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", global = true, help_heading = "Logs", default_value = "json",
           value_parser = BlankIsDefault(EnumValueParser::<LogFormat>::new()))]
@@ -429,6 +446,11 @@ impl SettingsArgs {
             ));
         }
         let text = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let admin = admin_account(
+            text(self.admin_email),
+            text(self.admin_username),
+            non_blank(self.admin_password),
+        )?;
         Ok(Settings {
             host: self.host,
             port: self.port,
@@ -507,8 +529,45 @@ impl SettingsArgs {
                 outbox_dir: self.mail_outbox_dir,
                 retry_max: Duration::from_secs(self.mail_retry_max_secs),
             },
+            admin,
         })
     }
+}
+
+/// `ADMIN_EMAIL`, `ADMIN_USERNAME` and `ADMIN_PASSWORD`: all three or none, each passing the
+/// rule sign-up applies to it.
+fn admin_account(
+    email: Option<String>,
+    username: Option<String>,
+    password: Option<SecretString>,
+) -> Result<Option<AdminAccount>, ConfigError> {
+    let (email, username, password) = match (email, username, password) {
+        (None, None, None) => return Ok(None),
+        (Some(email), Some(username), Some(password)) => (email, username, password),
+        (email, username, _) => {
+            let missing = if email.is_none() {
+                "ADMIN_EMAIL"
+            } else if username.is_none() {
+                "ADMIN_USERNAME"
+            } else {
+                "ADMIN_PASSWORD"
+            };
+            return Err(error(
+                missing,
+                "must be set together with the other two of ADMIN_EMAIL, ADMIN_USERNAME and ADMIN_PASSWORD",
+            ));
+        }
+    };
+    let email = Email::parse(&email)
+        .map_err(|rule| error("ADMIN_EMAIL", &format!("is refused: {rule}")))?;
+    let username = Username::parse(&username)
+        .map_err(|rule| error("ADMIN_USERNAME", &format!("is refused: {rule}")))?;
+    let password = NewPassword::parse(password, &[email.as_str(), username.as_str()])
+        .map_err(|rule| error("ADMIN_PASSWORD", &format!("is refused: {rule}")))?;
+    Ok(Some(AdminAccount {
+        account: NewUser { email, username },
+        password,
+    }))
 }
 
 fn error(var: &'static str, reason: &str) -> ConfigError {

@@ -6,12 +6,17 @@
 
 mod email;
 pub mod password;
+mod role;
 mod user;
 mod username;
 
 pub use email::{Email, EmailError};
 pub use password::{NewPassword, PasswordError, is_common_password};
-pub use user::{NewUser, Session, SessionId, UniqueField, User, UserId};
+pub use role::{
+    Permission, Permissions, ROLE_DESCRIPTION_MAX_LEN, Role, RoleName, RoleNameError,
+    roles_from_list,
+};
+pub use user::{Account, NewUser, Session, SessionId, UniqueField, User, UserId};
 pub use username::{Username, UsernameError};
 
 /// A rule a field broke, in the words a client can show and a machine code it can branch on.

@@ -29,6 +29,7 @@ pub fn is_common_password(candidate: &str) -> bool {
 }
 
 /// A password accepted for a new account. It is never printed: `Debug` is redacted.
+#[derive(Clone)]
 pub struct NewPassword(SecretString);
 
 /// Why a password is refused at sign-up.

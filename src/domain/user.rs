@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Email, Username};
+use super::{Email, RoleName, Username};
 
 /// Declares an `i64` database id as its own type, so one kind of id cannot be passed where
 /// another is expected.
@@ -69,6 +69,27 @@ pub struct User {
     /// When the account proved it receives mail at `email` (a verification link, or a password
     /// reset, was used); `None` until then.
     pub email_verified_at: Option<OffsetDateTime>,
+    /// The account's roles, sorted by name.
+    pub roles: Vec<RoleName>,
+}
+
+impl User {
+    /// Whether the account holds the built-in `admin` role.
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(RoleName::is_admin)
+    }
+}
+
+/// An account as the admin API shows it: the [`User`], whether it is disabled and when it last
+/// logged in.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The account.
+    pub user: User,
+    /// When an admin disabled it; `None` while it is enabled.
+    pub disabled_at: Option<OffsetDateTime>,
+    /// When it last opened a session (login); `None` if never since the roles migration.
+    pub last_login_at: Option<OffsetDateTime>,
 }
 
 /// The unique field of an account that a new account collided with.
@@ -96,7 +117,7 @@ pub struct Session {
 }
 
 /// What sign-up needs to create an account.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewUser {
     /// The account's e-mail address.
     pub email: Email,

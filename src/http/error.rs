@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::auth::AuthError;
 use crate::auth::tokens::TokenRejection;
 use crate::domain::{FieldRule, UniqueField};
+use crate::store::Refusal;
 
 /// The body of a 401 from login: the same for an unknown account and a wrong password.
 pub const BAD_LOGIN: &str = "Incorrect username or password";
@@ -22,6 +23,9 @@ pub const BAD_REFRESH: &str = "Invalid refresh token";
 
 /// The body of a 400 for a password-reset or verification token that is unknown, used or expired.
 pub const BAD_ACCOUNT_TOKEN: &str = "Invalid or expired token";
+
+/// The body of a 403 from a route whose permission the caller's roles do not grant.
+pub const NOT_ENOUGH_PERMISSIONS: &str = "Not enough permissions";
 
 /// The body of a 429 from a rate limit.
 pub const TOO_MANY_REQUESTS: &str = "Too many requests";
@@ -152,6 +156,17 @@ impl From<AuthError> for ApiError {
             AuthError::WrongCurrentPassword => Self::BadRequest("Current password is incorrect"),
             AuthError::PasswordRefused(rule) => {
                 Self::Validation(vec![FieldError::rule("new_password", &rule)])
+            }
+            AuthError::Forbidden => Self::Forbidden(NOT_ENOUGH_PERMISSIONS),
+            AuthError::AccountDisabled => Self::Forbidden("Account disabled"),
+            AuthError::Refused(Refusal::UserNotFound) => Self::NotFound("User not found"),
+            AuthError::Refused(Refusal::RoleNotFound) => Self::NotFound("Role not found"),
+            AuthError::Refused(Refusal::RoleExists) => Self::Conflict("Role already exists"),
+            AuthError::Refused(Refusal::BuiltinRole) => {
+                Self::Conflict("Built-in roles cannot be changed")
+            }
+            AuthError::Refused(Refusal::LastAdmin) => {
+                Self::Conflict("Cannot remove the last admin")
             }
             AuthError::Taken(UniqueField::Email) => Self::Conflict("Email already registered"),
             AuthError::Taken(UniqueField::Username) => Self::Conflict("Username already taken"),

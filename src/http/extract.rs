@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::AppState;
 use super::error::{ApiError, BAD_TOKEN, FieldError};
 use super::rate_limit::VerifiedToken;
-use crate::domain::{FieldRule, SessionId, User};
+use crate::domain::{FieldRule, Permissions, SessionId, User};
 
 /// The fields of a request body, read from a JSON object or, where allowed, a form.
 ///
@@ -211,6 +211,8 @@ pub struct CurrentUser {
     pub user: User,
     /// The token's session.
     pub session: SessionId,
+    /// What the user's roles allow now (read with the session, never from the token).
+    pub permissions: Permissions,
 }
 
 impl<S> FromRequestParts<S> for CurrentUser
@@ -233,6 +235,7 @@ where
         Ok(Self {
             user: found.user,
             session: found.session,
+            permissions: found.permissions,
         })
     }
 }

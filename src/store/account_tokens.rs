@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::outbox::OutboxSql;
 use super::users::{UserRow, now_micros};
 use super::{Db, StoreError, dispatch};
-use crate::domain::{NewUser, SessionId, User, UserId};
+use crate::domain::{NewUser, RoleName, SessionId, User, UserId};
 use crate::mail::QueuedMail;
 
 /// What an account token is for: the `purpose` column.
@@ -126,6 +126,8 @@ impl Db {
             "VALUES ($1, $2, $3, $4, $4) RETURNING ",
             "id, email, username, created_at, updated_at, email_verified_at"
         );
+        const GRANT_USER: &str =
+            "INSERT INTO user_roles (user_id, role_name, granted_at) VALUES ($1, 'user', $2)";
         let now = now_micros();
         let row = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
@@ -138,10 +140,17 @@ impl Db {
                 .await?;
             let token = tx.insert_account_token(row.id, verification).await?;
             tx.enqueue_mail(mail, Some(token)).await?;
+            sqlx::query(GRANT_USER)
+                .bind(row.id)
+                .bind(now.unix_timestamp())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(row)
         })?;
-        Ok(row.into())
+        let mut user = User::from(row);
+        user.roles = vec![RoleName::user()];
+        Ok(user)
     }
 
     /// Replaces `user`'s password-reset tokens with `token` and queues `mail` (its link), in one

@@ -7,6 +7,7 @@
 //! [`StoreError::Unavailable`], whose cause is for the log only.
 
 mod account_tokens;
+mod admin;
 mod connect;
 mod inline;
 mod outbox;
@@ -18,6 +19,7 @@ mod users;
 pub use account_tokens::{
     NewAccountToken, PasswordChange, PasswordReset, TokenOwner, TokenPurpose,
 };
+pub use admin::{AccountQuery, AdminGrant, Refusal};
 pub use connect::{connect, migrate};
 pub use sessions::{NewSession, Rotation, TokenRecord};
 pub use users::StoredCredentials;

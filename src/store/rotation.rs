@@ -16,7 +16,7 @@ use sqlx::{Connection, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use super::sessions::{Rotation, TokenRecord};
 use super::{Db, StoreError, dispatch};
-use crate::domain::{SessionId, UserId};
+use crate::domain::{SessionId, UserId, roles_from_list};
 
 impl Db {
     /// Presents the refresh token hashed as `presented`: rotates it to `successor`, replays the
@@ -62,6 +62,8 @@ pub(super) struct LockedSession {
     id: i64,
     user: i64,
     expires_at: i64,
+    /// The user's role names separated by `,` (for the access token's `roles` claim).
+    roles: Option<String>,
 }
 
 impl LockedSession {
@@ -70,6 +72,7 @@ impl LockedSession {
             user: UserId::new(self.user),
             session: SessionId::new(self.id),
             expires_at: self.expires_at,
+            roles: roles_from_list(self.roles.as_deref()),
         }
     }
 }
@@ -109,6 +112,7 @@ where
     for<'q> &'q [u8]: Encode<'q, C::Database> + Type<C::Database>,
     for<'q> &'q str: Encode<'q, C::Database> + Type<C::Database>,
     for<'q> String: Decode<'q, C::Database> + Type<C::Database>,
+    for<'q> Option<String>: Decode<'q, C::Database> + Type<C::Database>,
     usize: sqlx::ColumnIndex<<C::Database as Database>::Row>,
     <C::Database as Database>::Arguments: IntoArguments<C::Database>,
 {
@@ -134,17 +138,19 @@ where
         const SQL: &str = "UPDATE sessions SET last_used_at = $1 \
             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $2) \
             AND revoked_at IS NULL AND expires_at > $1 AND last_used_at > $3 \
-            RETURNING id, user_id, expires_at";
-        let row: Option<(i64, i64, i64)> = sqlx::query_as(SQL)
+            RETURNING id, user_id, expires_at, \
+            (SELECT string_agg(ur.role_name, ',') FROM user_roles ur WHERE ur.user_id = sessions.user_id)";
+        let row: Option<(i64, i64, i64, Option<String>)> = sqlx::query_as(SQL)
             .bind(now)
             .bind(&presented[..])
             .bind(idle_cutoff)
             .fetch_optional(self)
             .await?;
-        Ok(row.map(|(id, user, expires_at)| LockedSession {
+        Ok(row.map(|(id, user, expires_at, roles)| LockedSession {
             id,
             user,
             expires_at,
+            roles,
         }))
     }
 
@@ -187,6 +193,7 @@ where
                 expires_at: session.expires_at,
                 jti,
                 issued_at,
+                roles: roles_from_list(session.roles.as_deref()),
             },
             None => Rotation::Invalid,
         })

@@ -17,9 +17,9 @@ use sqlx::{Connection, FromRow};
 
 use super::inline::Declined;
 use super::rotation::SessionSql;
-use super::users::UserRow;
+use super::users::{UserRow, user_columns, user_permissions, user_roles};
 use super::{Db, StoreError, dispatch};
-use crate::domain::{Session, SessionId, User, UserId};
+use crate::domain::{Permissions, RoleName, Session, SessionId, User, UserId};
 
 /// A new session and the refresh token issued with it.
 #[derive(Debug)]
@@ -61,6 +61,8 @@ pub enum Rotation {
         session: SessionId,
         /// The session's absolute end.
         expires_at: i64,
+        /// The user's roles now (for the access token's claim).
+        roles: Vec<RoleName>,
     },
     /// It was used moments ago (within the grace window): here is its successor again.
     Replayed {
@@ -74,6 +76,8 @@ pub enum Rotation {
         jti: String,
         /// Its `iat`.
         issued_at: i64,
+        /// The user's roles now (for the access token's claim).
+        roles: Vec<RoleName>,
     },
     /// It was used long ago: its session has just been revoked.
     Reused {
@@ -82,6 +86,21 @@ pub enum Rotation {
     },
     /// Unknown, or its session is revoked, expired or idle too long.
     Invalid,
+}
+
+/// What [`Db::user_in_session`] reads: the user and the permissions of their roles.
+#[derive(FromRow)]
+struct SessionUserRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    permissions: Option<String>,
+}
+
+impl SessionUserRow {
+    fn into_parts(self) -> (User, Permissions) {
+        let permissions = Permissions::from_list(self.permissions.as_deref().unwrap_or(""));
+        (User::from(self.user), permissions)
+    }
 }
 
 /// A session row as `active_sessions` reads it.
@@ -111,55 +130,53 @@ impl From<SessionRow> for Session {
 }
 
 impl Db {
-    /// Stores a session and its first refresh token, in one transaction, if the account's
-    /// password is still the one the login verified; `None` (nothing stored) if a password reset
-    /// or change came in between.
+    /// Stores a session and its first refresh token, and the account's `last_login_at`, in one
+    /// transaction, if the account's password is still the one the login verified and it is
+    /// not disabled; `None` (nothing stored) if a password reset or change, or a disable, came
+    /// in between.
     ///
     /// Without that condition a login whose bcrypt check ran while the owner reset the password
-    /// would open its session just after the reset revoked every session, and keep it. The
-    /// session row is inserted from the user row: on PostgreSQL it takes a share lock on it
-    /// (`FOR SHARE`), so a reset or change (whose transactions update the user row before they
-    /// revoke sessions) either waits for this transaction and then revokes the new session, or
-    /// commits first, and this insert, re-reading the row, finds another hash and inserts
-    /// nothing. On SQLite the insert is the transaction's first statement, so it takes the one
-    /// write lock before it reads.
+    /// would open its session just after the reset revoked every session, and keep it (and
+    /// likewise a login racing an admin's disable). The first statement updates the user row
+    /// under that condition: on PostgreSQL it locks the row, so a reset, change or disable
+    /// (whose transactions update the user row before they revoke sessions) either waits for
+    /// this transaction and then revokes the new session, or commits first, and this update,
+    /// re-reading the row, matches nothing. Logins of one account take turns on that lock for
+    /// the few statements below (an exclusive lock from the start: a share lock upgraded later
+    /// would deadlock two logins of one account). On SQLite the update is the transaction's
+    /// first statement, so it takes the one write lock before it reads.
     pub async fn create_session(
         &self,
         new: &NewSession<'_>,
         token: &TokenRecord,
     ) -> Result<Option<SessionId>, StoreError> {
-        // The same statement on both databases, with PostgreSQL's row lock.
-        macro_rules! session {
-            ($lock:literal) => {
-                concat!(
-                    "INSERT INTO sessions ",
-                    "(user_id, created_at, last_used_at, expires_at, user_agent, ip) ",
-                    "SELECT id, $2, $2, $3, $4, $5 FROM users ",
-                    "WHERE id = $1 AND hashed_password = $6",
-                    $lock,
-                    " RETURNING id"
-                )
-            };
-        }
-        let sql = match self {
-            Db::Postgres(_) => session!(" FOR SHARE"),
-            Db::Sqlite(..) => session!(""),
-        };
+        const LOGIN: &str = "UPDATE users SET last_login_at = $2 \
+            WHERE id = $1 AND hashed_password = $3 AND disabled_at IS NULL";
+        const SESSION: &str = "INSERT INTO sessions \
+            (user_id, created_at, last_used_at, expires_at, user_agent, ip) \
+            VALUES ($1, $2, $2, $3, $4, $5) RETURNING id";
+        let at = super::users::now_micros();
         let id: Option<i64> = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
-            let id: Option<i64> = sqlx::query_scalar(sql)
+            let found = sqlx::query(LOGIN)
+                .bind(new.user.get())
+                .bind(at)
+                .bind(new.verified_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found != 1 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let id: i64 = sqlx::query_scalar(SESSION)
                 .bind(new.user.get())
                 .bind(new.now)
                 .bind(new.expires_at)
                 .bind(new.user_agent)
                 .bind(new.ip)
-                .bind(new.verified_hash)
-                .fetch_optional(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-            let Some(id) = id else {
-                tx.rollback().await?;
-                return Ok(None);
-            };
             tx.insert_token(id, token).await?;
             tx.commit().await?;
             Ok(Some(id))
@@ -167,37 +184,49 @@ impl Db {
         Ok(id.map(SessionId::new))
     }
 
-    /// The user of an access token, if its session is still active: one query for both checks.
+    /// The user of an access token and what the user's roles allow, if its session is still
+    /// active and the account is not disabled: one query for all of it (the roles and
+    /// permissions are correlated subqueries on the primary keys of `user_roles` and
+    /// `role_permissions`), so authorization costs no extra round trip.
     pub async fn user_in_session(
         &self,
         user: UserId,
         session: SessionId,
         now: i64,
         idle_cutoff: i64,
-    ) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT u.id, u.email, u.username, u.created_at, u.updated_at, u.email_verified_at \
-            FROM users u JOIN sessions s ON s.user_id = u.id \
-            WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL \
-            AND s.expires_at > $3 AND s.last_used_at > $4";
+    ) -> Result<Option<(User, Permissions)>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            ", ",
+            user_permissions!(),
+            " AS permissions FROM users JOIN sessions s ON s.user_id = users.id ",
+            "WHERE users.id = $1 AND s.id = $2 AND s.revoked_at IS NULL ",
+            "AND s.expires_at > $3 AND s.last_used_at > $4 AND users.disabled_at IS NULL"
+        );
         if let Db::Sqlite(_, Some(inline)) = self {
             let read = inline.read(|conn| {
                 let mut query = conn.prepare_cached(SQL)?;
                 let mut rows = query.query((user.get(), session.get(), now, idle_cutoff))?;
                 rows.next()?
                     .map(|row| {
-                        Ok(UserRow {
-                            id: row.get(0)?,
-                            email: row.get(1)?,
-                            username: row.get(2)?,
-                            created_at: row.get(3)?,
-                            updated_at: row.get(4)?,
-                            email_verified_at: row.get(5)?,
+                        Ok(SessionUserRow {
+                            user: UserRow {
+                                id: row.get(0)?,
+                                email: row.get(1)?,
+                                username: row.get(2)?,
+                                created_at: row.get(3)?,
+                                updated_at: row.get(4)?,
+                                email_verified_at: row.get(5)?,
+                                roles: row.get(6)?,
+                            },
+                            permissions: row.get(7)?,
                         })
                     })
                     .transpose()
             });
             match read {
-                Ok(row) => return Ok(row.map(User::from)),
+                Ok(row) => return Ok(row.map(SessionUserRow::into_parts)),
                 Err(Declined::UsePool) => {}
                 Err(Declined::Failed(err)) => {
                     return Err(StoreError::Unexpected(
@@ -206,14 +235,14 @@ impl Db {
                 }
             }
         }
-        let row = dispatch!(self, conn => sqlx::query_as::<_, UserRow>(SQL)
+        let row = dispatch!(self, conn => sqlx::query_as::<_, SessionUserRow>(SQL)
             .bind(user.get())
             .bind(session.get())
             .bind(now)
             .bind(idle_cutoff)
             .fetch_optional(conn)
             .await)?;
-        Ok(row.map(User::from))
+        Ok(row.map(SessionUserRow::into_parts))
     }
 
     /// Revokes one of `user`'s sessions; `false` if there is no such active session of theirs.

@@ -4,7 +4,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::{Db, StoreError, dispatch};
-use crate::domain::{Email, UniqueField, User, UserId, Username};
+use crate::domain::{Email, RoleName, UniqueField, User, UserId, Username, roles_from_list};
 
 /// Reads which unique index refused a row: PostgreSQL names the constraint, SQLite names the
 /// index in its message.
@@ -35,6 +35,10 @@ pub struct StoredCredentials {
     pub hashed_password: String,
     /// Whether the address is confirmed (`email_verified_at` is set).
     pub email_verified: bool,
+    /// Whether an admin disabled the account.
+    pub disabled: bool,
+    /// The account's roles (for the access token's claim).
+    pub roles: Vec<RoleName>,
 }
 
 impl std::fmt::Debug for StoredCredentials {
@@ -55,6 +59,10 @@ pub(super) struct UserRow {
     pub(super) created_at: OffsetDateTime,
     pub(super) updated_at: OffsetDateTime,
     pub(super) email_verified_at: Option<OffsetDateTime>,
+    /// The account's role names separated by `,` (`user_roles!`); absent from a `RETURNING`
+    /// of an insert, whose caller knows the roles it granted.
+    #[sqlx(default)]
+    pub(super) roles: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -66,6 +74,7 @@ impl From<UserRow> for User {
             created_at: row.created_at,
             updated_at: row.updated_at,
             email_verified_at: row.email_verified_at,
+            roles: roles_from_list(row.roles.as_deref()),
         }
     }
 }
@@ -77,6 +86,8 @@ struct CredentialsRow {
     username: String,
     hashed_password: String,
     email_verified: bool,
+    disabled: bool,
+    roles: Option<String>,
 }
 
 impl From<CredentialsRow> for StoredCredentials {
@@ -87,6 +98,8 @@ impl From<CredentialsRow> for StoredCredentials {
             username: r.username,
             hashed_password: r.hashed_password,
             email_verified: r.email_verified,
+            disabled: r.disabled,
+            roles: roles_from_list(r.roles.as_deref()),
         }
     }
 }
@@ -94,17 +107,50 @@ impl From<CredentialsRow> for StoredCredentials {
 /// The `SELECT … FROM users` of a [`CredentialsRow`], for `concat!`.
 macro_rules! credential_columns {
     () => {
-        "SELECT id, email, username, hashed_password, \
-         email_verified_at IS NOT NULL AS email_verified FROM users"
+        concat!(
+            "SELECT id, email, username, hashed_password, ",
+            "email_verified_at IS NOT NULL AS email_verified, ",
+            "disabled_at IS NOT NULL AS disabled, ",
+            user_roles!(),
+            " AS roles FROM users"
+        )
     };
 }
 
-/// The columns a [`UserRow`] reads, spliced into queries with `concat!` (SQL text stays static).
+/// The columns a [`UserRow`] reads from `users`, spliced into queries with `concat!` (SQL text
+/// stays static). The table must be named `users` in the query (no alias).
 macro_rules! user_columns {
     () => {
-        "id, email, username, created_at, updated_at, email_verified_at"
+        concat!(
+            "users.id, users.email, users.username, users.created_at, users.updated_at, ",
+            "users.email_verified_at, ",
+            user_roles!(),
+            " AS roles"
+        )
     };
 }
+pub(super) use user_columns;
+
+/// The role names of the `users` row in the query, separated by `,` (`NULL` for none), as one
+/// correlated subquery: `string_agg` exists on PostgreSQL and on SQLite from 3.44.
+macro_rules! user_roles {
+    () => {
+        "(SELECT string_agg(ur.role_name, ',') FROM user_roles ur WHERE ur.user_id = users.id)"
+    };
+}
+pub(super) use user_roles;
+
+/// What the roles of the `users` row in the query allow: permission names separated by `,`
+/// (repeats possible; `NULL` for none).
+macro_rules! user_permissions {
+    () => {
+        concat!(
+            "(SELECT string_agg(rp.permission, ',') FROM user_roles ur ",
+            "JOIN role_permissions rp ON rp.role_name = ur.role_name WHERE ur.user_id = users.id)"
+        )
+    };
+}
+pub(super) use user_permissions;
 
 impl Db {
     /// The user with `id`, if it exists.

@@ -301,6 +301,7 @@ pub fn test_settings(url: &str) -> Settings {
             outbox_dir: shared_outbox_dir(),
             retry_max: Duration::from_secs(1),
         },
+        admin: None,
     }
 }
 

@@ -24,7 +24,7 @@ fn now() -> i64 {
 fn an_issued_token_verifies_to_its_user_and_session() {
     let keys = TokenKeys::new(&settings(), &secret());
     let token = keys
-        .issue(UserId::new(42), SessionId::new(7), "j", now(), now())
+        .issue(UserId::new(42), SessionId::new(7), "j", now(), now(), &[])
         .expect("sign");
     assert_eq!(token.expires_in, 1800);
     let claims = keys
@@ -39,10 +39,10 @@ fn issuing_is_deterministic() {
     let keys = TokenKeys::new(&settings(), &secret());
     let at = now();
     let a = keys
-        .issue(UserId::new(1), SessionId::new(2), "j", at, at)
+        .issue(UserId::new(1), SessionId::new(2), "j", at, at, &[])
         .expect("sign");
     let b = keys
-        .issue(UserId::new(1), SessionId::new(2), "j", at, at)
+        .issue(UserId::new(1), SessionId::new(2), "j", at, at, &[])
         .expect("sign");
     assert_eq!(a.token.expose_secret(), b.token.expose_secret());
 }
@@ -52,17 +52,21 @@ fn another_key_or_issuer_is_refused() {
     let keys = TokenKeys::new(&settings(), &secret());
     let other = TokenKeys::new(&settings(), &SecretString::from("x".repeat(32)));
     let (user, session) = (UserId::new(1), SessionId::new(1));
-    let token = other.issue(user, session, "j", now(), now()).expect("sign");
+    let token = other
+        .issue(user, session, "j", now(), now(), &[])
+        .expect("sign");
     assert!(keys.verify(token.token.expose_secret(), now()).is_err());
 
     let mut with_iss = settings();
     with_iss.issuer = Some("cerego".into());
     with_iss.audience = Some("learners".into());
     let strict = TokenKeys::new(&with_iss, &secret());
-    let plain = keys.issue(user, session, "j", now(), now()).expect("sign");
+    let plain = keys
+        .issue(user, session, "j", now(), now(), &[])
+        .expect("sign");
     assert!(strict.verify(plain.token.expose_secret(), now()).is_err());
     let good = strict
-        .issue(user, session, "j", now(), now())
+        .issue(user, session, "j", now(), now(), &[])
         .expect("sign");
     assert!(strict.verify(good.token.expose_secret(), now()).is_ok());
 }
@@ -120,7 +124,7 @@ fn expiry_is_judged_by_the_given_clock_with_the_leeway() {
     let keys = TokenKeys::new(&settings(), &secret());
     let at = 1_000_000_000; // 2001: the system clock would call this long expired
     let token = keys
-        .issue(UserId::new(1), SessionId::new(1), "j", at, at)
+        .issue(UserId::new(1), SessionId::new(1), "j", at, at, &[])
         .expect("sign");
     let token = token.token.expose_secret();
     let exp = at + 1800;
