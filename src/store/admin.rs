@@ -565,3 +565,6 @@ where
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;
