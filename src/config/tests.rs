@@ -259,3 +259,41 @@ fn migrate_needs_only_the_database_settings() {
         "JWT_SECRET_KEY"
     );
 }
+
+#[test]
+fn the_admin_account_needs_all_three_settings_each_passing_the_sign_up_rules() {
+    assert!(settings(&[]).expect("valid").admin.is_none());
+    let good = [
+        ("ADMIN_EMAIL", "Root@Example.com"),
+        ("ADMIN_USERNAME", "root"),
+        ("ADMIN_PASSWORD", "Zebra quartz 8 lanterns"),
+    ];
+    let admin = settings(&good).expect("valid").admin.expect("an admin");
+    assert_eq!(admin.account.email.as_str(), "root@example.com");
+    assert_eq!(admin.account.username.as_str(), "root");
+    for missing in 0..3 {
+        let mut two = good.to_vec();
+        let (var, _) = two.remove(missing);
+        let err = settings(&two).expect_err("refused");
+        assert_eq!(err.var, var);
+    }
+    for (var, bad) in [
+        ("ADMIN_EMAIL", "not-an-address"),
+        ("ADMIN_USERNAME", "x"),
+        ("ADMIN_PASSWORD", "12345678"),
+        // The password policy's own rule: not the e-mail address or username.
+        ("ADMIN_PASSWORD", "ROOT@example.com"),
+    ] {
+        let mut pairs = good.to_vec();
+        pairs.retain(|(v, _)| *v != var);
+        pairs.push((var, bad));
+        let err = settings(&pairs).expect_err(bad);
+        assert_eq!(err.var, var, "{bad}");
+        assert!(
+            !err.to_string().contains(bad) || var != "ADMIN_PASSWORD",
+            "{err}"
+        );
+    }
+    let debug = format!("{:?}", settings(&good).expect("valid"));
+    assert!(!debug.contains("quartz 8 lanterns"), "{debug}");
+}
