@@ -286,3 +286,45 @@ fn oversized_and_malformed_tokens_are_refused() {
         assert_eq!(rejection(bad, at), Some(TokenRejection::Invalid), "{bad}");
     }
 }
+
+#[test]
+fn the_roles_claim_lists_the_roles_given_and_verifying_ignores_it() {
+    let keys = TokenKeys::new(&settings(), &secret());
+    let roles = [RoleName::admin(), RoleName::user()];
+    let token = keys
+        .issue(UserId::new(3), SessionId::new(4), "j", now(), now(), &roles)
+        .expect("sign");
+    let payload = token
+        .token
+        .expose_secret()
+        .split('.')
+        .nth(1)
+        .expect("a payload");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON");
+    assert_eq!(claims["roles"], serde_json::json!(["admin", "user"]));
+    let none = keys
+        .issue(UserId::new(3), SessionId::new(4), "j", now(), now(), &[])
+        .expect("sign");
+    let payload = none
+        .token
+        .expose_secret()
+        .split('.')
+        .nth(1)
+        .map(str::to_owned);
+    let claims: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(payload.expect("a payload"))
+            .expect("base64url"),
+    )
+    .expect("JSON");
+    assert_eq!(claims["roles"], serde_json::json!([]), "always present");
+    // What the claim says grants nothing: `verify` gives the user and session only.
+    let claims = keys
+        .verify(token.token.expose_secret(), now())
+        .expect("valid");
+    assert_eq!(
+        (claims.user, claims.session),
+        (UserId::new(3), SessionId::new(4))
+    );
+}
