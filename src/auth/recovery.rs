@@ -189,7 +189,17 @@ impl Auth {
     /// like the rest, since a 503 would single the address out. Mail is never sent inline, so
     /// no SMTP time shows.
     pub async fn forgot_password(&self, email: &Email) -> Result<(), AuthError> {
-        let account = self.db.credentials_by_email(email).await?;
+        // A disabled account is answered as an unknown address: no link, the same wait.
+        let account = match self.db.credentials_by_email(email).await? {
+            Some(account) if account.disabled => {
+                tracing::info!(
+                    user_id = account.user_id.get(),
+                    "password reset refused: account disabled"
+                );
+                None
+            }
+            account => account,
+        };
         let now = self.now();
         let (token, row) = self.new_account_token(
             TokenPurpose::PasswordReset,

@@ -289,9 +289,10 @@ impl Db {
         Ok(rows.into_iter().map(Account::from).collect())
     }
 
-    /// Disables (`true`) or enables `user`. Disabling revokes every session of the account in
-    /// the same transaction and is refused with [`Refusal::LastAdmin`] if it would leave no
-    /// enabled admin; disabling a disabled account changes nothing (its `disabled_at` stays).
+    /// Disables (`true`) or enables `user`. Disabling revokes every session of the account and
+    /// deletes its password-reset tokens (with their unsent mail) in the same transaction, and
+    /// is refused with [`Refusal::LastAdmin`] if it would leave no enabled admin; disabling a
+    /// disabled account changes nothing (its `disabled_at` stays).
     /// The account as stored now, and how many sessions were revoked.
     pub async fn set_disabled(
         &self,
@@ -305,6 +306,8 @@ impl Db {
             WHERE id = $1 AND disabled_at IS NOT NULL";
         const REVOKE: &str =
             "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
+        const DROP_RESETS: &str =
+            "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset'";
         let at = now_micros();
         let row = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
@@ -319,6 +322,8 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             let revoked = if disabled {
+                // Outstanding reset links die with the sessions (their unsent mail by cascade).
+                sqlx::query(DROP_RESETS).bind(user.get()).execute(&mut *tx).await?;
                 sqlx::query(REVOKE)
                     .bind(now)
                     .bind(user.get())
