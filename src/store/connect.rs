@@ -105,17 +105,33 @@ pub struct Migrated {
 
 /// Runs `$migrations` on `$conn`, counting the applied ones before and after on the same
 /// connection (a macro: the migrator's bounds differ per driver).
+///
+/// The whole of it holds the migrator's lock (on PostgreSQL a session advisory lock; a no-op on
+/// SQLite, whose write lock serialises migrations anyway). The migrator takes the same lock
+/// itself, but only inside `run`: creating the bookkeeping table before that, unlocked, let two
+/// replicas starting on a fresh PostgreSQL database race on `CREATE TABLE IF NOT EXISTS`, and
+/// one died with a duplicate key in `pg_type`. Advisory locks nest within a session, so `run`'s
+/// own lock and unlock leave this one held.
 macro_rules! run_counted {
     ($migrations:expr, $conn:expr) => {{
         let table = &$migrations.table_name;
-        $conn.ensure_migrations_table(table).await?;
-        let before = $conn.list_applied_migrations(table).await?.len();
-        $migrations.run(&mut *$conn).await?;
-        let after = $conn.list_applied_migrations(table).await?.len();
-        Ok(Migrated {
-            applied: after.saturating_sub(before),
-            already_applied: before,
-        })
+        $conn.lock().await?;
+        let counted = async {
+            $conn.ensure_migrations_table(table).await?;
+            let before = $conn.list_applied_migrations(table).await?.len();
+            $migrations.run(&mut *$conn).await?;
+            let after = $conn.list_applied_migrations(table).await?.len();
+            Ok::<_, sqlx::migrate::MigrateError>(Migrated {
+                applied: after.saturating_sub(before),
+                already_applied: before,
+            })
+        }
+        .await;
+        // Unlocked on failure too; the connection is closed after in any case (see `migrate`).
+        let unlocked = $conn.unlock().await;
+        let counted = counted?;
+        unlocked?;
+        Ok(counted)
     }};
 }
 
