@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
 use super::AppState;
-use super::error::{ApiError, BAD_TOKEN, FieldError};
+use super::error::{ApiError, BAD_TOKEN, FieldError, NOT_ENOUGH_PERMISSIONS};
 use super::rate_limit::VerifiedToken;
-use crate::domain::{FieldRule, Permissions, SessionId, User};
+use crate::domain::{FieldRule, Permission, Permissions, SessionId, User};
 
 /// The fields of a request body, read from a JSON object or, where allowed, a form.
 ///
@@ -177,6 +178,61 @@ impl Fields {
         }
     }
 
+    /// An optional boolean field (`true` or `false`, nothing else); `null` counts as absent.
+    pub fn optional_bool(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
+        match self.values.remove(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(value)) => Some(value),
+            Some(_) => {
+                errors.push(FieldError::field(
+                    name,
+                    "Input should be a valid boolean",
+                    "bool_type",
+                ));
+                None
+            }
+        }
+    }
+
+    /// A required list of strings; records `missing`, `list_type` or `string_type` (at the
+    /// list) in `errors` otherwise.
+    pub fn required_strings(
+        &mut self,
+        name: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<Vec<String>> {
+        let items = match self.values.remove(name) {
+            None => {
+                errors.push(FieldError::field(name, "Field required", "missing"));
+                return None;
+            }
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                errors.push(FieldError::field(
+                    name,
+                    "Input should be a valid list",
+                    "list_type",
+                ));
+                return None;
+            }
+        };
+        let strings: Option<Vec<String>> = items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        if strings.is_none() {
+            errors.push(FieldError::field(
+                name,
+                "Input should be a valid string",
+                "string_type",
+            ));
+        }
+        strings
+    }
+
     fn string(name: &str, value: Value, errors: &mut Vec<FieldError>) -> Option<String> {
         match value {
             Value::String(s) => Some(s),
@@ -201,6 +257,144 @@ pub fn check<T, E: FieldRule>(
     parsed
         .map_err(|rule| errors.push(FieldError::rule(name, &rule)))
         .ok()
+}
+
+/// What pydantic says of a value that is not an integer.
+pub const NOT_AN_INTEGER: &str =
+    "Input should be a valid integer, unable to parse string as an integer";
+
+/// The parameters of the query string, percent-decoded; of a repeated one the last value (as
+/// FastAPI takes a single-valued parameter). Parameters no route reads are ignored.
+#[derive(Debug, Default)]
+pub struct QueryParams(HashMap<String, String>);
+
+impl QueryParams {
+    /// The parameters of `query` (the part of the URI after `?`).
+    pub fn parse(query: &str) -> Self {
+        Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The integer parameter `name` within `range`, `default` when absent; records
+    /// `int_parsing`, `greater_than_equal` or `less_than_equal` in `errors` otherwise (an
+    /// empty value is not an integer).
+    pub fn int(
+        &self,
+        name: &str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<i64> {
+        let Some(raw) = self.0.get(name) else {
+            return Some(default);
+        };
+        let Ok(value) = raw.trim().parse::<i64>() else {
+            errors.push(FieldError::query(name, NOT_AN_INTEGER, "int_parsing"));
+            return None;
+        };
+        if value < *range.start() {
+            errors.push(FieldError::query(
+                name,
+                format!("Input should be greater than or equal to {}", range.start()),
+                "greater_than_equal",
+            ));
+            return None;
+        }
+        if value > *range.end() {
+            errors.push(FieldError::query(
+                name,
+                format!("Input should be less than or equal to {}", range.end()),
+                "less_than_equal",
+            ));
+            return None;
+        }
+        Some(value)
+    }
+
+    /// The text parameter `name` if present, at most `max_chars` characters; records
+    /// `string_too_long` in `errors` otherwise.
+    pub fn text(&self, name: &str, max_chars: usize, errors: &mut Vec<FieldError>) -> Option<&str> {
+        let value = self.0.get(name)?;
+        if value.chars().count() > max_chars {
+            errors.push(FieldError::query(
+                name,
+                format!("String should have at most {max_chars} characters"),
+                "string_too_long",
+            ));
+            return None;
+        }
+        Some(value)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::parse(parts.uri.query().unwrap_or("")))
+    }
+}
+
+/// The parameters of the route's path (`{id}`, `{name}`), percent-decoded; 422 at `["path"]`
+/// for one that is not UTF-8 (axum's own rejection is plain text).
+#[derive(Debug)]
+pub struct PathParams(Vec<(String, String)>);
+
+impl PathParams {
+    /// The parameter `name` as a positive integer (a database id); 422 `int_parsing` at
+    /// `["path", "<name>"]` otherwise.
+    pub fn id(&self, name: &str) -> Result<i64, ApiError> {
+        self.text(name)?
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                ApiError::Validation(vec![FieldError::path(name, NOT_AN_INTEGER, "int_parsing")])
+            })
+    }
+
+    /// The parameter `name` as given.
+    pub fn text(&self, name: &str) -> Result<&str, ApiError> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .ok_or_else(|| {
+                // The route declares its parameters; a handler asking for another is a bug.
+                ApiError::Unexpected(anyhow::anyhow!("the route has no path parameter {name}"))
+            })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => Ok(Self(
+                params
+                    .iter()
+                    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                    .collect(),
+            )),
+            // axum does not say which parameter it was.
+            Err(RawPathParamsRejection::InvalidUtf8InPathParam(_)) => {
+                Err(ApiError::Validation(vec![FieldError {
+                    loc: vec!["path".to_owned()],
+                    msg: "Input should be a valid string, unable to parse raw data as a unicode \
+                          string"
+                        .to_owned(),
+                    kind: "string_unicode".to_owned(),
+                }]))
+            }
+            Err(other) => Err(ApiError::Unexpected(anyhow::anyhow!(
+                "path parameters unreadable: {other}"
+            ))),
+        }
+    }
 }
 
 /// The user and session the request's `Authorization: Bearer` token speaks for, if that session
@@ -237,6 +431,76 @@ where
             session: found.session,
             permissions: found.permissions,
         })
+    }
+}
+
+/// The caller of a route that needs a permission: `Require<UsersRead>` in a handler's
+/// signature states what the route needs. It authenticates exactly as [`CurrentUser`] does
+/// (the same 401s and challenges), then checks the permissions the caller's roles grant *now*
+/// (read in the session query, never taken from the token): 403 `Not enough permissions`
+/// without it. Put it first among a handler's extractors, so an outsider gets its 401 or 403
+/// before any 422 or 404 says anything about the request.
+///
+/// ```ignore
+/// async fn list_users(Require(caller): Require<UsersRead>, …)
+/// ```
+#[derive(Debug)]
+pub struct Require<P: Permit>(pub P::Caller);
+
+/// A permission a route can [`Require`]: one marker type per [`Permission`].
+pub trait Permit {
+    /// The permission.
+    const PERMISSION: Permission;
+    /// Always [`CurrentUser`]. Named through the marker so that [`Require`] has one field (and
+    /// reads `Require(caller)` in a pattern) while still being a distinct type per permission.
+    type Caller;
+}
+
+/// Declares a marker type for each permission.
+macro_rules! permits {
+    ($($marker:ident,)*) => {
+        $(
+            #[doc = concat!("Marker for [`Permission::", stringify!($marker), "`], for [`Require`].")]
+            #[derive(Debug)]
+            pub struct $marker;
+
+            impl Permit for $marker {
+                const PERMISSION: Permission = Permission::$marker;
+                type Caller = CurrentUser;
+            }
+        )*
+    };
+}
+
+permits! {
+    UsersRead,
+    UsersWrite,
+    UsersDelete,
+    SessionsRevoke,
+    RolesRead,
+    RolesWrite,
+    AuditRead,
+}
+
+impl<S, P> FromRequestParts<S> for Require<P>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+    P: Permit<Caller = CurrentUser>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = CurrentUser::from_request_parts(parts, state).await?;
+        if !caller.permissions.contains(P::PERMISSION) {
+            tracing::info!(
+                user_id = caller.user.id.get(),
+                permission = P::PERMISSION.as_str(),
+                "permission refused"
+            );
+            return Err(ApiError::Forbidden(NOT_ENOUGH_PERMISSIONS));
+        }
+        Ok(Self(caller))
     }
 }
 
