@@ -543,4 +543,72 @@ mod tests {
         let wrapped = format!("{:?}", JsonOrFormFields(fields));
         assert!(!wrapped.contains("hunter2-secret-pass"), "{wrapped}");
     }
+
+    #[test]
+    fn path_ids_are_positive_integers_or_a_422_at_the_parameter() {
+        let path = |id: &str| PathParams(vec![("id".to_owned(), id.to_owned())]);
+        assert_eq!(path("42").id("id").expect("an id"), 42);
+        for bad in ["0", "-1", "abc", "1.0", "", "99999999999999999999"] {
+            match path(bad).id("id") {
+                Err(ApiError::Validation(errors)) => {
+                    assert_eq!(errors[0].loc, ["path", "id"], "{bad}");
+                    assert_eq!(errors[0].kind, "int_parsing", "{bad}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    fn body(json: Value) -> Fields {
+        let Value::Object(map) = json else {
+            panic!("an object")
+        };
+        Fields {
+            values: map.into_iter().collect(),
+            form: false,
+        }
+    }
+
+    #[test]
+    fn booleans_are_strict_and_null_is_absent() {
+        let mut errors = Vec::new();
+        let mut fields = body(serde_json::json!({ "a": true, "b": null, "c": "true", "d": 1 }));
+        assert_eq!(fields.optional_bool("a", &mut errors), Some(true));
+        assert_eq!(fields.optional_bool("b", &mut errors), None);
+        assert_eq!(fields.optional_bool("z", &mut errors), None);
+        assert!(errors.is_empty());
+        assert_eq!(fields.optional_bool("c", &mut errors), None);
+        assert_eq!(fields.optional_bool("d", &mut errors), None);
+        let kinds: Vec<&str> = errors.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["bool_type", "bool_type"]);
+    }
+
+    #[test]
+    fn string_lists_report_missing_not_a_list_and_not_strings() {
+        let mut fields = body(serde_json::json!({
+            "ok": ["a", "b"], "empty": [], "one": "a", "mixed": ["a", 1]
+        }));
+        let mut errors = Vec::new();
+        assert_eq!(
+            fields.required_strings("ok", &mut errors),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(fields.required_strings("empty", &mut errors), Some(vec![]));
+        assert!(errors.is_empty());
+        for name in ["one", "mixed", "absent"] {
+            assert_eq!(fields.required_strings(name, &mut errors), None);
+        }
+        let kinds: Vec<(String, &str)> = errors
+            .iter()
+            .map(|e| (e.loc.join("."), e.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("body.one".to_owned(), "list_type"),
+                ("body.mixed".to_owned(), "string_type"),
+                ("body.absent".to_owned(), "missing"),
+            ]
+        );
+    }
 }
