@@ -292,8 +292,8 @@ pub async fn ensure_admin(
                 ))
             })
         }
+        // The caller says so, in its own words (a setting at start-up, a flag in the CLI).
         Err(StoreError::Conflict(UniqueField::Username)) => {
-            tracing::error!("ADMIN_USERNAME is taken by another account");
             Err(AuthError::Taken(UniqueField::Username))
         }
         Err(other) => Err(other.into()),
