@@ -105,3 +105,66 @@ impl ToSchema for PermissionName {
 fn user_id(path: &PathParams) -> Result<UserId, ApiError> {
     path.id("id").map(UserId::new)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::domain::{Permissions, RoleName, User};
+
+    fn account(disabled: bool, last_login: bool) -> Account {
+        let at = datetime!(2026-11-29 10:02:11.482113 UTC);
+        Account {
+            user: User {
+                id: UserId::new(7),
+                email: "bob@example.com".to_owned(),
+                username: "bob".to_owned(),
+                created_at: at,
+                updated_at: at,
+                email_verified_at: None,
+                roles: vec![RoleName::admin(), RoleName::user()],
+            },
+            disabled_at: disabled.then_some(at),
+            last_login_at: last_login.then_some(at),
+        }
+    }
+
+    #[test]
+    fn an_admin_user_is_the_user_response_with_disabled_and_last_login_at() {
+        let shown = serde_json::to_value(AdminUser::from(account(true, true))).expect("JSON");
+        assert_eq!(
+            shown,
+            json!({
+                "id": 7, "email": "bob@example.com", "username": "bob",
+                "created_at": "2026-11-29T10:02:11.482113Z",
+                "updated_at": "2026-11-29T10:02:11.482113Z",
+                "email_verified": false, "is_admin": true, "roles": ["admin", "user"],
+                "disabled": true, "last_login_at": "2026-11-29T10:02:11.482113Z"
+            })
+        );
+        let never = serde_json::to_value(AdminUser::from(account(false, false))).expect("JSON");
+        assert_eq!(never["disabled"], json!(false));
+        assert_eq!(never["last_login_at"], json!(null));
+    }
+
+    #[test]
+    fn a_role_lists_its_permissions_in_declaration_order() {
+        let role = Role {
+            name: RoleName::parse("support").expect("valid"),
+            description: "Help desk".to_owned(),
+            permissions: [Permission::SessionsRevoke, Permission::UsersRead]
+                .into_iter()
+                .collect::<Permissions>(),
+            builtin: false,
+        };
+        assert_eq!(
+            serde_json::to_value(RoleResponse::from(role)).expect("JSON"),
+            json!({
+                "name": "support", "description": "Help desk",
+                "permissions": ["users:read", "sessions:revoke"], "builtin": false
+            })
+        );
+    }
+}
