@@ -307,7 +307,7 @@ where
 /// before any 422 or 404 says anything about the request.
 ///
 /// ```ignore
-/// async fn list_users(Require(caller): Require<UsersRead>, …)
+/// async fn list_users(Require(caller): Require<UsersRead>, query: QueryParams) { /* … */ }
 /// ```
 #[derive(Debug)]
 pub struct Require<P: Permit>(pub P::Caller);

@@ -183,7 +183,7 @@ pub async fn create_role(
         (status = 409, description = "`admin` and `user` are built in", body = ErrorDetail,
             example = json!({ "detail": "Built-in roles cannot be changed" })),
         (status = 413, description = "Body over 64 KiB", body = ErrorDetail),
-        (status = 422, description = "A description over 500 characters, or an unknown permission", body = ValidationError),
+        (status = 422, description = "A description over 500 characters, an unknown permission, or a name that is not UTF-8", body = ValidationError),
     )
 )]
 pub async fn replace_role(
@@ -227,6 +227,7 @@ pub async fn replace_role(
             example = json!({ "detail": "Role not found" })),
         (status = 409, description = "`admin` and `user` are built in", body = ErrorDetail,
             example = json!({ "detail": "Built-in roles cannot be changed" })),
+        (status = 422, description = "The name is percent-encoded bytes that are not UTF-8", body = ValidationError),
     )
 )]
 pub async fn delete_role(
@@ -262,7 +263,7 @@ pub async fn delete_role(
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No account has this id (`User not found`, checked first), or no role has this name (`Role not found`)", body = ErrorDetail,
             example = json!({ "detail": "Role not found" })),
-        (status = 422, description = "The id is not a positive integer", body = ValidationError),
+        (status = 422, description = "The id is not a positive integer, or the role's name is not UTF-8", body = ValidationError),
     )
 )]
 pub async fn grant_role(
@@ -301,7 +302,7 @@ pub async fn grant_role(
             example = json!({ "detail": "User not found" })),
         (status = 409, description = "Taking `admin` from the last enabled admin", body = ErrorDetail,
             example = json!({ "detail": "Cannot remove the last admin" })),
-        (status = 422, description = "The id is not a positive integer", body = ValidationError),
+        (status = 422, description = "The id is not a positive integer, or the role's name is not UTF-8", body = ValidationError),
     )
 )]
 pub async fn revoke_role(
