@@ -40,8 +40,9 @@ pub struct App {
 }
 
 impl App {
-    /// Connects the database (running migrations unless disabled), ensures the `ADMIN_*`
-    /// account, loads the signing key and binds the listener. Fails with a message naming what is wrong.
+    /// Connects the database (running migrations unless disabled), loads the signing key,
+    /// ensures the `ADMIN_*` account and binds the listener. Fails with a message naming what
+    /// is wrong.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }

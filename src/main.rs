@@ -1,13 +1,11 @@
 //! The `cerego` command: `serve` (the default), `migrate`, `create-admin` or `healthcheck`.
 
 use std::process::ExitCode;
-
-use clap::{CommandFactory, Parser, Subcommand};
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::{CommandFactory, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString, zeroize::Zeroize};
 
 use cerego::app::{App, shutdown_signal};
