@@ -10,11 +10,12 @@ use anyhow::Context;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-use crate::auth::Auth;
 use crate::auth::clock::{Clock, SystemClock};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::tokens::TokenKeys;
-use crate::config::Settings;
+use crate::auth::{Auth, AuthError, admin};
+use crate::config::{AdminAccount, Settings};
+use crate::domain::UniqueField;
 use crate::http::serve::{self, ConnectionLimits};
 use crate::http::{self, AppState};
 use crate::limits::Limiter;
@@ -39,8 +40,9 @@ pub struct App {
 }
 
 impl App {
-    /// Connects the database (running migrations unless disabled), loads the signing key and
-    /// binds the listener. Fails with a message naming what is wrong.
+    /// Connects the database (running migrations unless disabled), loads the signing key,
+    /// ensures the `ADMIN_*` account and binds the listener. Fails with a message naming what
+    /// is wrong.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
@@ -82,9 +84,14 @@ impl App {
             )
             .context("invalid SMTP_URL")?,
         );
+        let hasher =
+            PasswordHasher::new(settings.bcrypt_cost, settings.hash_queue, metrics.clone());
+        if let Some(admin) = &settings.admin {
+            bootstrap_admin(&db, &hasher, admin, clock.unix_now()).await?;
+        }
         let auth = Auth::new(
             db.clone(),
-            PasswordHasher::new(settings.bcrypt_cost, settings.hash_queue, metrics.clone()),
+            hasher,
             TokenKeys::new(&settings.jwt, &secret),
             settings.sessions,
             metrics.clone(),
@@ -169,6 +176,23 @@ impl App {
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// `ADMIN_EMAIL`, `ADMIN_USERNAME`, `ADMIN_PASSWORD`: the account exists and holds `admin`
+/// before the service listens (see [`admin::ensure_admin`]; every replica may run it at once).
+async fn bootstrap_admin(
+    db: &Db,
+    hasher: &PasswordHasher,
+    admin: &AdminAccount,
+    now: i64,
+) -> anyhow::Result<()> {
+    match admin::ensure_admin(db, hasher, admin, now).await {
+        Ok(_) => Ok(()),
+        Err(AuthError::Taken(UniqueField::Username)) => {
+            anyhow::bail!("ADMIN_USERNAME is taken by another account")
+        }
+        Err(err) => Err(anyhow::Error::new(err).context("cannot ensure the ADMIN_EMAIL account")),
     }
 }
 

@@ -1,11 +1,23 @@
-//! The `cerego` command: `serve` (the default) or `migrate`.
+//! The `cerego` command: `serve` (the default), `migrate`, `create-admin` or `healthcheck`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString, zeroize::Zeroize};
 
 use cerego::app::{App, shutdown_signal};
-use cerego::config::{self, DatabaseSettings, ParseError, Settings, SettingsArgs};
+use cerego::auth::AuthError;
+use cerego::auth::admin::{AdminBootstrap, ensure_admin};
+use cerego::auth::clock::{Clock, SystemClock};
+use cerego::auth::passwords::PasswordHasher;
+use cerego::config::{
+    self, AdminAccount, DatabaseSettings, HashQueueSettings, ParseError, Settings, SettingsArgs,
+};
+use cerego::domain::{Email, NewPassword, NewUser, UniqueField, Username};
+use cerego::metrics::Metrics;
 use cerego::{store, telemetry};
 
 /// Sign-up and login service.
@@ -34,6 +46,18 @@ enum Command {
     /// Exit 0 if the server on this host's PORT answers GET /healthz with 200 (for container
     /// HEALTHCHECKs, which have no curl in a distroless image).
     Healthcheck,
+    /// Ensure an admin account: give the admin role to the account with this email, or create
+    /// the account (with the password read from standard input: prompted twice without echo
+    /// on a terminal, else its first line). Needs only the database settings and BCRYPT_COST;
+    /// exit 2 if the email, username or password is refused.
+    CreateAdmin {
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// The username, if the account is created.
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[tokio::main]
@@ -54,6 +78,18 @@ async fn main() -> ExitCode {
         Command::Serve => cli.settings.clone().into_settings().map(Run::Serve),
         Command::Migrate => cli.settings.database().map(Run::Migrate),
         Command::Healthcheck => Ok(Run::Healthcheck(cli.settings.port)),
+        Command::CreateAdmin { email, username } => cli.settings.database().map(|database| {
+            Run::CreateAdmin(Box::new(AdminCommand {
+                database,
+                bcrypt_cost: cli.settings.bcrypt_cost,
+                hash_queue: HashQueueSettings {
+                    per_core: cli.settings.password_hash_queue_per_core,
+                    full_wait: Duration::from_millis(cli.settings.password_hash_queue_full_wait_ms),
+                },
+                email,
+                username,
+            }))
+        }),
     };
     let run = match run {
         Ok(run) => run,
@@ -66,6 +102,7 @@ async fn main() -> ExitCode {
         Run::Serve(settings) => serve(settings).await,
         Run::Migrate(database) => migrate(database).await,
         Run::Healthcheck(port) => healthcheck(port).await,
+        Run::CreateAdmin(command) => return create_admin(*command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +123,16 @@ enum Run {
     Serve(Settings),
     Migrate(DatabaseSettings),
     Healthcheck(u16),
+    CreateAdmin(Box<AdminCommand>),
+}
+
+/// What `create-admin` needs: the database, the hasher's settings and the account's names.
+struct AdminCommand {
+    database: DatabaseSettings,
+    bcrypt_cost: u32,
+    hash_queue: HashQueueSettings,
+    email: String,
+    username: String,
 }
 
 /// A setting that cannot be used: one line naming it, and exit code 2 (as for a usage error).
@@ -117,6 +164,99 @@ async fn migrate(database: DatabaseSettings) -> anyhow::Result<()> {
     db.report_unnormalised_emails().await?;
     db.close().await;
     Ok(())
+}
+
+/// `create-admin`: one line on standard output saying what it did; exit 2 (one line naming the
+/// field) for a refused email, username or password, 1 for any other failure.
+async fn create_admin(command: AdminCommand) -> ExitCode {
+    let refused = |what: &str| {
+        eprintln!("cerego: {what}");
+        ExitCode::from(2)
+    };
+    let email = match Email::parse(&command.email) {
+        Ok(email) => email,
+        Err(rule) => return refused(&format!("email refused: {rule}")),
+    };
+    let username = match Username::parse(&command.username) {
+        Ok(username) => username,
+        Err(rule) => return refused(&format!("username refused: {rule}")),
+    };
+    let password = match read_password() {
+        Ok(Some(password)) => password,
+        Ok(None) => return refused("password refused: the two entries differ"),
+        Err(err) => return failed(&anyhow::Error::new(err).context("cannot read the password")),
+    };
+    let password = match NewPassword::parse(password, &[email.as_str(), username.as_str()]) {
+        Ok(password) => password,
+        Err(rule) => return refused(&format!("password refused: {rule}")),
+    };
+    let name = username.as_str().to_owned();
+    let admin = AdminAccount {
+        account: NewUser { email, username },
+        password,
+    };
+    match ensure_admin_in(&command, &admin).await {
+        Ok(AdminBootstrap::Created(id)) => println!("created admin account {name} (id {id})"),
+        Ok(AdminBootstrap::Granted(id)) => println!(
+            "gave the admin role to the existing account with that email (id {id}); its \
+             password is unchanged"
+        ),
+        Ok(AdminBootstrap::AlreadyAdmin(id)) => {
+            println!("the account with that email (id {id}) is already an admin");
+        }
+        Err(AuthError::Taken(UniqueField::Username)) => {
+            return refused("username is taken by another account");
+        }
+        Err(err) => return failed(&anyhow::Error::new(err)),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Connects (migrating first if `DATABASE_AUTO_MIGRATE` allows) and runs [`ensure_admin`].
+async fn ensure_admin_in(
+    command: &AdminCommand,
+    admin: &AdminAccount,
+) -> Result<AdminBootstrap, AuthError> {
+    let (db, _) = store::connect(&command.database)?;
+    if command.database.auto_migrate {
+        store::migrate(&db)
+            .await
+            .context("cannot prepare the database (is DATABASE_URL reachable?)")?;
+    }
+    let metrics = Arc::new(Metrics::new(db.kind()));
+    let hasher = PasswordHasher::new(command.bcrypt_cost, command.hash_queue, metrics);
+    let done = ensure_admin(&db, &hasher, admin, SystemClock.unix_now()).await;
+    db.close().await;
+    done
+}
+
+/// The password from standard input: on a terminal, asked twice without echo (`None` if the
+/// two differ); otherwise the first line, without its line ending.
+fn read_password() -> std::io::Result<Option<SecretString>> {
+    use std::io::{BufRead, IsTerminal};
+
+    if std::io::stdin().is_terminal() {
+        let first = SecretString::from(rpassword::prompt_password(
+            "Password for the admin account: ",
+        )?);
+        let second = SecretString::from(rpassword::prompt_password("The same again: ")?);
+        return Ok((first.expose_secret() == second.expose_secret()).then_some(first));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    let password = SecretString::from(password.to_owned());
+    // The buffer held the password too.
+    line.zeroize();
+    Ok(Some(password))
+}
+
+/// A failure that is not the input's: one line, exit 1.
+fn failed(err: &anyhow::Error) -> ExitCode {
+    tracing::error!(error = format!("{err:#}"), "create-admin failed");
+    eprintln!("cerego: {err:#}");
+    ExitCode::FAILURE
 }
 
 async fn healthcheck(port: u16) -> anyhow::Result<()> {

@@ -160,6 +160,34 @@ pub enum RevokeReason {
     PasswordReset,
     /// The other sessions of an account whose password was changed.
     PasswordChange,
+    /// Sessions an admin ended: `DELETE /admin/users/{id}/sessions`, or disabling the account.
+    Admin,
+}
+
+impl RevokeReason {
+    /// Every reason, so each series exists from start-up.
+    pub const ALL: [Self; 7] = [
+        Self::Logout,
+        Self::LogoutAll,
+        Self::Revoked,
+        Self::RefreshReuse,
+        Self::PasswordReset,
+        Self::PasswordChange,
+        Self::Admin,
+    ];
+
+    /// The `reason` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::Revoked => "revoked",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::PasswordReset => "password_reset",
+            Self::PasswordChange => "password_change",
+            Self::Admin => "admin",
+        }
+    }
 }
 
 /// Why the server closed a connection on its own.
@@ -359,6 +387,9 @@ impl Metrics {
                 drop(family.get_or_create(&KindLabels { kind }));
             }
         }
+        for reason in RevokeReason::ALL.map(RevokeReason::name) {
+            drop(sessions_revoked.get_or_create(&ReasonLabels { reason }));
+        }
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -459,16 +490,10 @@ impl Metrics {
 
     /// Counts `count` sessions ended early for `reason`.
     pub fn record_sessions_revoked(&self, reason: RevokeReason, count: u64) {
-        let reason = match reason {
-            RevokeReason::Logout => "logout",
-            RevokeReason::LogoutAll => "logout_all",
-            RevokeReason::Revoked => "revoked",
-            RevokeReason::RefreshReuse => "refresh_reuse",
-            RevokeReason::PasswordReset => "password_reset",
-            RevokeReason::PasswordChange => "password_change",
-        };
         self.sessions_revoked
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&ReasonLabels {
+                reason: reason.name(),
+            })
             .inc_by(count);
     }
 
@@ -592,6 +617,19 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_revocation_reason_is_exported_from_start_up_at_zero() {
+        let metrics = Metrics::new("sqlite");
+        let text = metrics.render((0, 0));
+        for reason in RevokeReason::ALL {
+            let series = format!(
+                "cerego_sessions_revoked_total{{reason=\"{}\"}} 0",
+                reason.name()
+            );
+            assert!(text.contains(&series), "{series} missing from\n{text}");
+        }
+    }
 
     #[test]
     fn standard_methods_keep_their_name_and_any_other_token_is_other() {

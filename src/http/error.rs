@@ -49,7 +49,8 @@ pub const CHALLENGE_SESSION_ENDED: &str =
 /// One entry of a 422 body, as FastAPI (pydantic) writes it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldError {
-    /// Where the bad value is: `["body"]` or `["body", "<field>"]`.
+    /// Where the bad value is: `["body"]`, `["body", "<field>"]`, `["query", "<parameter>"]`
+    /// or `["path", "<parameter>"]`.
     pub loc: Vec<String>,
     /// A sentence for people.
     pub msg: String,
@@ -61,8 +62,22 @@ pub struct FieldError {
 impl FieldError {
     /// An error about one body field.
     pub fn field(name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        Self::at("body", name, msg, kind)
+    }
+
+    /// An error about one query-string parameter.
+    pub fn query(name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        Self::at("query", name, msg, kind)
+    }
+
+    /// An error about one parameter of the path (`{id}`).
+    pub fn path(name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        Self::at("path", name, msg, kind)
+    }
+
+    fn at(place: &str, name: &str, msg: impl Into<String>, kind: &str) -> Self {
         Self {
-            loc: vec!["body".to_owned(), name.to_owned()],
+            loc: vec![place.to_owned(), name.to_owned()],
             msg: msg.into(),
             kind: kind.to_owned(),
         }

@@ -10,9 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
 use super::AppState;
-use super::error::{ApiError, BAD_TOKEN, FieldError};
+use super::error::{ApiError, BAD_TOKEN, FieldError, NOT_ENOUGH_PERMISSIONS};
 use super::rate_limit::VerifiedToken;
-use crate::domain::{FieldRule, Permissions, SessionId, User};
+use crate::domain::{FieldRule, Permission, Permissions, SessionId, User};
+
+mod params;
+
+pub use params::{NOT_AN_INTEGER, PathParams, QueryParams};
 
 /// The fields of a request body, read from a JSON object or, where allowed, a form.
 ///
@@ -177,6 +181,61 @@ impl Fields {
         }
     }
 
+    /// An optional boolean field (`true` or `false`, nothing else); `null` counts as absent.
+    pub fn optional_bool(&mut self, name: &str, errors: &mut Vec<FieldError>) -> Option<bool> {
+        match self.values.remove(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(value)) => Some(value),
+            Some(_) => {
+                errors.push(FieldError::field(
+                    name,
+                    "Input should be a valid boolean",
+                    "bool_type",
+                ));
+                None
+            }
+        }
+    }
+
+    /// A required list of strings; records `missing`, `list_type` or `string_type` (at the
+    /// list) in `errors` otherwise.
+    pub fn required_strings(
+        &mut self,
+        name: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<Vec<String>> {
+        let items = match self.values.remove(name) {
+            None => {
+                errors.push(FieldError::field(name, "Field required", "missing"));
+                return None;
+            }
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                errors.push(FieldError::field(
+                    name,
+                    "Input should be a valid list",
+                    "list_type",
+                ));
+                return None;
+            }
+        };
+        let strings: Option<Vec<String>> = items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        if strings.is_none() {
+            errors.push(FieldError::field(
+                name,
+                "Input should be a valid string",
+                "string_type",
+            ));
+        }
+        strings
+    }
+
     fn string(name: &str, value: Value, errors: &mut Vec<FieldError>) -> Option<String> {
         match value {
             Value::String(s) => Some(s),
@@ -240,6 +299,76 @@ where
     }
 }
 
+/// The caller of a route that needs a permission: `Require<UsersRead>` in a handler's
+/// signature states what the route needs. It authenticates exactly as [`CurrentUser`] does
+/// (the same 401s and challenges), then checks the permissions the caller's roles grant *now*
+/// (read in the session query, never taken from the token): 403 `Not enough permissions`
+/// without it. Put it first among a handler's extractors, so an outsider gets its 401 or 403
+/// before any 422 or 404 says anything about the request.
+///
+/// ```ignore
+/// async fn list_users(Require(caller): Require<UsersRead>, query: QueryParams) { /* … */ }
+/// ```
+#[derive(Debug)]
+pub struct Require<P: Permit>(pub P::Caller);
+
+/// A permission a route can [`Require`]: one marker type per [`Permission`].
+pub trait Permit {
+    /// The permission.
+    const PERMISSION: Permission;
+    /// Always [`CurrentUser`]. Named through the marker so that [`Require`] has one field (and
+    /// reads `Require(caller)` in a pattern) while still being a distinct type per permission.
+    type Caller;
+}
+
+/// Declares a marker type for each permission.
+macro_rules! permits {
+    ($($marker:ident,)*) => {
+        $(
+            #[doc = concat!("Marker for [`Permission::", stringify!($marker), "`], for [`Require`].")]
+            #[derive(Debug)]
+            pub struct $marker;
+
+            impl Permit for $marker {
+                const PERMISSION: Permission = Permission::$marker;
+                type Caller = CurrentUser;
+            }
+        )*
+    };
+}
+
+permits! {
+    UsersRead,
+    UsersWrite,
+    UsersDelete,
+    SessionsRevoke,
+    RolesRead,
+    RolesWrite,
+    AuditRead,
+}
+
+impl<S, P> FromRequestParts<S> for Require<P>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+    P: Permit<Caller = CurrentUser>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = CurrentUser::from_request_parts(parts, state).await?;
+        if !caller.permissions.contains(P::PERMISSION) {
+            tracing::info!(
+                user_id = caller.user.id.get(),
+                permission = P::PERMISSION.as_str(),
+                "permission refused"
+            );
+            return Err(ApiError::Forbidden(NOT_ENOUGH_PERMISSIONS));
+        }
+        Ok(Self(caller))
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -278,5 +407,58 @@ mod tests {
         }
         let wrapped = format!("{:?}", JsonOrFormFields(fields));
         assert!(!wrapped.contains("hunter2-secret-pass"), "{wrapped}");
+    }
+
+    fn body(json: Value) -> Fields {
+        let Value::Object(map) = json else {
+            panic!("an object")
+        };
+        Fields {
+            values: map.into_iter().collect(),
+            form: false,
+        }
+    }
+
+    #[test]
+    fn booleans_are_strict_and_null_is_absent() {
+        let mut errors = Vec::new();
+        let mut fields = body(serde_json::json!({ "a": true, "b": null, "c": "true", "d": 1 }));
+        assert_eq!(fields.optional_bool("a", &mut errors), Some(true));
+        assert_eq!(fields.optional_bool("b", &mut errors), None);
+        assert_eq!(fields.optional_bool("z", &mut errors), None);
+        assert!(errors.is_empty());
+        assert_eq!(fields.optional_bool("c", &mut errors), None);
+        assert_eq!(fields.optional_bool("d", &mut errors), None);
+        let kinds: Vec<&str> = errors.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["bool_type", "bool_type"]);
+    }
+
+    #[test]
+    fn string_lists_report_missing_not_a_list_and_not_strings() {
+        let mut fields = body(serde_json::json!({
+            "ok": ["a", "b"], "empty": [], "one": "a", "mixed": ["a", 1]
+        }));
+        let mut errors = Vec::new();
+        assert_eq!(
+            fields.required_strings("ok", &mut errors),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(fields.required_strings("empty", &mut errors), Some(vec![]));
+        assert!(errors.is_empty());
+        for name in ["one", "mixed", "absent"] {
+            assert_eq!(fields.required_strings(name, &mut errors), None);
+        }
+        let kinds: Vec<(String, &str)> = errors
+            .iter()
+            .map(|e| (e.loc.join("."), e.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("body.one".to_owned(), "list_type"),
+                ("body.mixed".to_owned(), "string_type"),
+                ("body.absent".to_owned(), "missing"),
+            ]
+        );
     }
 }

@@ -57,6 +57,25 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::recovery::change))
         .routes(routes!(routes::email::request_verification))
         .routes(routes!(routes::email::verify_page, routes::email::verify))
+        .routes(routes!(routes::admin::users::list_users))
+        .routes(routes!(
+            routes::admin::users::get_user,
+            routes::admin::users::update_user,
+            routes::admin::users::delete_user
+        ))
+        .routes(routes!(routes::admin::users::end_sessions))
+        .routes(routes!(
+            routes::admin::roles::grant_role,
+            routes::admin::roles::revoke_role
+        ))
+        .routes(routes!(
+            routes::admin::roles::list_roles,
+            routes::admin::roles::create_role
+        ))
+        .routes(routes!(
+            routes::admin::roles::replace_role,
+            routes::admin::roles::delete_role
+        ))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::metrics::metrics))

@@ -12,6 +12,9 @@ use utoipa::openapi::security::{
 };
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::domain::Permission;
+use crate::http::routes::admin::PermissionName;
+
 /// The security scheme Swagger UI's "Authorize" uses: the OAuth2 password form on `/auth/login`
 /// (named as FastAPI names it, so generated clients keep their names).
 pub const OAUTH2: &str = "OAuth2PasswordBearer";
@@ -37,7 +40,8 @@ pub struct Detail {
 /// One failing field of a 422.
 #[derive(Serialize, ToSchema)]
 pub struct ValidationIssue {
-    /// `["body"]` or `["body", "<field>"]`.
+    /// `["body"]`, `["body", "<field>"]`, `["query", "<parameter>"]` or
+    /// `["path", "<parameter>"]`.
     pub loc: Vec<String>,
     /// A sentence for people.
     pub msg: String,
@@ -66,17 +70,22 @@ pub struct ValidationError {
             whose short-lived access token (a JWT) is renewed with a single-use refresh token \
             (`POST /auth/refresh`, rotated on every use); sessions can be listed, ended one by one \
             or all at once (logout). Account recovery: password reset and email verification by \
-            single-use links sent by mail, and password change. Errors are FastAPI-shaped: \
-            `{\"detail\": \"…\"}`, or for invalid input a 422 listing every failing field.",
+            single-use links sent by mail, and password change. Administration (`/admin`): \
+            accounts and roles, each operation requiring one permission that the caller's roles \
+            must grant at the time of the request (the token's `roles` claim is not trusted). \
+            Errors are FastAPI-shaped: `{\"detail\": \"…\"}`, or for invalid input a 422 \
+            listing every failing field.",
         license(name = "MIT OR Apache-2.0")
     ),
     tags(
         (name = "auth", description = "Accounts and access tokens"),
         (name = "sessions", description = "Refresh-token rotation, logout and session management"),
         (name = "account", description = "Password reset, email verification and password change"),
+        (name = "admin", description = "Accounts and roles; each operation requires the \
+            permission its OAuth2 scope names"),
         (name = "operations", description = "Health, readiness and metrics")
     ),
-    components(schemas(Detail, ErrorDetail, ValidationError, ValidationIssue)),
+    components(schemas(Detail, ErrorDetail, ValidationError, ValidationIssue, PermissionName)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
@@ -89,8 +98,13 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             OAUTH2,
             SecurityScheme::OAuth2(OAuth2::with_description(
-                [Flow::Password(Password::new("/auth/login", Scopes::new()))],
-                "Log in with a username or email and a password.",
+                [Flow::Password(Password::new(
+                    "/auth/login",
+                    permission_scopes(),
+                ))],
+                "Log in with a username or email and a password. The scopes are the permissions \
+                 the admin operations require; what a token may do is decided by its user's \
+                 roles at each request, so a requested `scope` is ignored.",
             )),
         );
         components.add_security_scheme(
@@ -102,6 +116,24 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+/// The permissions as OAuth2 scopes, each with what it allows.
+fn permission_scopes() -> Scopes {
+    Scopes::from_iter(Permission::ALL.iter().map(|p| (p.as_str(), allows(*p))))
+}
+
+/// What `permission` allows, for the scope's description.
+fn allows(permission: Permission) -> &'static str {
+    match permission {
+        Permission::UsersRead => "List and read accounts",
+        Permission::UsersWrite => "Disable and enable accounts",
+        Permission::UsersDelete => "Delete accounts",
+        Permission::SessionsRevoke => "End every session of an account",
+        Permission::RolesRead => "List roles",
+        Permission::RolesWrite => "Create, change and delete roles; grant and revoke them",
+        Permission::AuditRead => "Read the audit trail",
     }
 }
 
@@ -280,5 +312,68 @@ fn add_link(
     if let Some(utoipa::openapi::RefOr::T(response)) = operation.responses.responses.get_mut(status)
     {
         response.links.insert(name.to_owned(), link.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::domain::Permission;
+
+    fn description() -> Value {
+        let (_, description) = crate::http::api().split_for_parts();
+        serde_json::to_value(&description).expect("the description is JSON")
+    }
+
+    #[test]
+    fn every_admin_operation_requires_one_permission_and_documents_401_and_403() {
+        let spec = description();
+        let mut operations = 0;
+        for (path, item) in spec["paths"].as_object().expect("paths") {
+            if !path.starts_with("/admin") {
+                continue;
+            }
+            for (method, operation) in item.as_object().expect("an item") {
+                operations += 1;
+                let at = format!("{method} {path}");
+                assert_eq!(operation["tags"], serde_json::json!(["admin"]), "{at}");
+                let scopes = &operation["security"][0]["OAuth2PasswordBearer"];
+                let [scope] = scopes.as_array().expect("scopes").as_slice() else {
+                    panic!("{at} names one scope: {scopes}");
+                };
+                let scope = scope.as_str().expect("a string");
+                assert!(Permission::parse(scope).is_some(), "{at}: {scope}");
+                let description = operation["description"].as_str().unwrap_or("");
+                assert!(
+                    description.starts_with(&format!("Requires `{scope}`")),
+                    "{at}: {description}"
+                );
+                for status in ["401", "403"] {
+                    assert!(operation["responses"][status].is_object(), "{at} {status}");
+                }
+            }
+        }
+        assert_eq!(operations, 11);
+    }
+
+    #[test]
+    fn the_password_flow_offers_every_permission_as_a_scope() {
+        let spec = description();
+        let scopes = &spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
+            ["scopes"];
+        let mut names: Vec<&str> = scopes
+            .as_object()
+            .expect("scopes")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let all: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+        names.sort_unstable();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "(utoipa keeps scopes sorted by name)");
+        let enumerated = &spec["components"]["schemas"]["PermissionName"]["enum"];
+        assert_eq!(enumerated, &serde_json::json!(all));
     }
 }

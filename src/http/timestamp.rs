@@ -25,6 +25,17 @@ pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S:
     serializer.serialize_str(&text)
 }
 
+/// For `#[serde(serialize_with = "timestamp::serialize_option")]`: `null` for `None`.
+pub fn serialize_option<S: Serializer>(
+    at: &Option<OffsetDateTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serialize(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use crate::limits::{self, Rule};
 #[schema(example = json!({
     "id": 1, "email": "ada@example.com", "username": "ada",
     "created_at": "2026-11-26T14:37:50.149054Z", "updated_at": "2026-11-26T14:37:50.149054Z",
-    "email_verified": false
+    "email_verified": false, "is_admin": false, "roles": ["user"]
 }))]
 pub struct UserResponse {
     id: i64,
@@ -43,6 +43,11 @@ pub struct UserResponse {
     /// Whether the account has confirmed its address (a verification link, or a password
     /// reset, was used).
     email_verified: bool,
+    /// Whether the account holds the built-in `admin` role.
+    is_admin: bool,
+    /// The account's roles, sorted by name (as they are now: read with the session, not from
+    /// the access token).
+    roles: Vec<String>,
 }
 
 /// Sign-up request (documentation; the handler reads fields itself to report every bad one).
@@ -96,6 +101,7 @@ struct LoginForm {
 
 impl From<User> for UserResponse {
     fn from(user: User) -> Self {
+        let is_admin = user.is_admin();
         Self {
             id: user.id.get(),
             email: user.email,
@@ -103,6 +109,12 @@ impl From<User> for UserResponse {
             created_at: user.created_at,
             updated_at: user.updated_at,
             email_verified: user.email_verified_at.is_some(),
+            is_admin,
+            roles: user
+                .roles
+                .iter()
+                .map(|role| role.as_str().to_owned())
+                .collect(),
         }
     }
 }
