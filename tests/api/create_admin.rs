@@ -86,7 +86,8 @@ db_tests! {
         assert_eq!(app.admin_get("/admin/users", &token).await["items"][0]["id"], json!(id));
     }
 
-    /// A password the policy refuses: exit 2, one line naming the password, no account.
+    /// A password the policy refuses (or a bad address): exit 2, a message naming the
+    /// password, no account.
     async fn create_admin_refuses_a_weak_password(backend: Backend) {
         let db = TestDb::create(backend).await;
         let migrated = command(&tempfile::tempdir().expect("tempdir"))
@@ -96,15 +97,17 @@ db_tests! {
             .expect("run cerego migrate");
         assert!(migrated.status.success(), "{}", text(&migrated.stderr));
 
-        for weak in ["short\n", "password\n", "rootroot1234\n"] {
+        // Too short, too common, the same as the address (case aside).
+        for weak in ["Sh0rt!\n", "password\n", "ROOT@example.com\n"] {
             let output = create_admin(&db, ADMIN_EMAIL, ADMIN_USERNAME, weak);
             let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
             assert_eq!(output.status.code(), Some(2), "{weak:?}: {said}");
             assert!(said.to_lowercase().contains("password"), "{weak:?}: {said}");
-            if weak != "password\n" {
-                assert!(!said.contains(weak.trim_end()), "{weak:?}: the password is not echoed: {said}");
-            }
         }
+        assert!(
+            !format!("{:?}", create_admin(&db, ADMIN_EMAIL, ADMIN_USERNAME, "Sh0rt!\n")).contains("Sh0rt!"),
+            "the password is not echoed"
+        );
         assert_eq!(db.scalar("SELECT COUNT(*) FROM users").await, 0);
         let output = create_admin(&db, "not-an-email", ADMIN_USERNAME, &format!("{GOOD_PASSWORD}\n"));
         assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
