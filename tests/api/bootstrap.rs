@@ -129,15 +129,22 @@ db_tests! {
     }
 }
 
-/// Two replicas starting at once on one PostgreSQL database, several times over: both come up
-/// and serve the admin, with one admin account and one grant between them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_starting_at_once_on_postgresql_make_one_admin() {
+/// Starts two replicas at once on one PostgreSQL database (migrated by a first start without
+/// `ADMIN_*` when `migrated`), five times over: both come up and serve the admin, with one admin
+/// account and one grant between them.
+async fn two_replicas_at_once(migrated: bool) {
     if postgres_url().is_none() {
         return;
     }
     for round in 0..5 {
         let db = TestDb::create(Backend::Postgres).await;
+        if migrated {
+            drop(
+                App::build(test_settings(&db.url()))
+                    .await
+                    .expect("the first start migrates"),
+            );
+        }
         let settings = || {
             let mut settings = test_settings(&db.url());
             with_admin(&mut settings);
@@ -174,4 +181,17 @@ async fn two_replicas_starting_at_once_on_postgresql_make_one_admin() {
             server.await.expect("server task").expect("clean shutdown");
         }
     }
+}
+
+/// The bootstrap's own race: two replicas of a new version with `ADMIN_*` set, on a database
+/// that is already migrated, make one admin between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_starting_at_once_on_postgresql_make_one_admin() {
+    two_replicas_at_once(true).await;
+}
+
+/// The same on a fresh database: both replicas also migrate it at once, and both come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_starting_at_once_on_a_fresh_postgresql_database_both_come_up() {
+    two_replicas_at_once(false).await;
 }
