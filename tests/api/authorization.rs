@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::admin_helpers::{PERMISSIONS, id_of, spawn_admin_app};
+use crate::admin_helpers::{PERMISSIONS, id_of, jwt_claims, spawn_admin_app};
 use crate::db_tests;
-use crate::helpers::{Backend, TestApp, assert_detail};
+use crate::helpers::{Backend, GOOD_PASSWORD, TestApp, assert_detail};
 
 /// Every admin operation the issue lists, with the permission it needs.
 const ADMIN_ROUTES: [(&str, &str, &str); 11] = [
@@ -132,6 +132,40 @@ db_tests! {
             .collect();
         expected.sort();
         assert_eq!(routes, expected);
+
+        let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
+        let scopes = &doc["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]["scopes"];
+        let mut declared: Vec<&str> = scopes
+            .as_object()
+            .unwrap_or_else(|| panic!("the password flow declares scopes: {scopes}"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        declared.sort_unstable();
+        let mut all = PERMISSIONS.to_vec();
+        all.sort_unstable();
+        assert_eq!(declared, all, "every permission is a scope of the password flow");
+    }
+
+    /// A scope asked for in the OAuth2 password form grants nothing: the roles decide.
+    async fn a_requested_scope_grants_nothing(backend: Backend) {
+        let app = spawn_admin_app(backend).await;
+        app.create_user("ada").await;
+        let form = [
+            ("grant_type", "password"),
+            ("username", "ada"),
+            ("password", GOOD_PASSWORD),
+            ("scope", "users:read users:write roles:write"),
+        ];
+
+        let response = app.login_form(&form).await;
+
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        let token = body["access_token"].as_str().expect("token");
+        assert_eq!(jwt_claims(token)["roles"], json!(["user"]));
+        let listed = app.call(Method::GET, "/admin/users", Some(token), None).await;
+        assert_detail(listed, 403, "Not enough permissions").await;
     }
 
     /// For each permission, a holder of a custom role with exactly that permission gets through
