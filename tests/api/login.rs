@@ -28,6 +28,11 @@ async fn assert_token_response(response: reqwest::Response, user_id: i64) {
     .expect("a standard JWT library verifies the token with the secret")
     .claims;
     assert_eq!(claims["sub"], user_id.to_string());
+    assert_eq!(
+        claims["roles"],
+        json!(["user"]),
+        "the roles claim, for other services"
+    );
     let (iat, exp) = (
         claims["iat"].as_i64().expect("iat"),
         claims["exp"].as_i64().expect("exp"),

@@ -1,11 +1,18 @@
 //! Black-box API tests: the real app on a random port, a fresh database per test, HTTP only.
 //! Every test runs on SQLite, and again on PostgreSQL when `TEST_DATABASE_URL` is set.
 
+mod admin_helpers;
 mod helpers;
 
+mod admin_listing;
+mod admin_roles;
+mod admin_users;
+mod authorization;
+mod bootstrap;
 mod client_ip;
 mod commands;
 mod connections;
+mod create_admin;
 mod dashboard;
 mod docs;
 mod emails;
@@ -13,6 +20,7 @@ mod faults;
 mod health;
 mod hostile;
 mod jwt;
+mod last_admin;
 mod log_hygiene;
 mod logged;
 mod login;

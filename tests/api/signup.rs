@@ -22,9 +22,20 @@ db_tests! {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["created_at", "email", "email_verified", "id", "updated_at", "username"]
+            [
+                "created_at",
+                "email",
+                "email_verified",
+                "id",
+                "is_admin",
+                "roles",
+                "updated_at",
+                "username"
+            ]
         );
         assert_eq!(user["email_verified"], false);
+        assert_eq!(user["is_admin"], false);
+        assert_eq!(user["roles"], json!(["user"]));
         assert!(user["id"].as_i64().is_some_and(|id| id > 0));
         assert_eq!(user["email"], "ada.lovelace@example.com");
         assert_eq!(user["username"], "Ada_L");
