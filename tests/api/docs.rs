@@ -82,6 +82,11 @@ db_tests! {
             ("POST", "/auth/password/reset"), ("POST", "/auth/password/change"),
             ("POST", "/auth/email/verification"), ("GET", "/auth/email/verify"),
             ("POST", "/auth/email/verify"),
+            ("GET", "/admin/users"), ("GET", "/admin/users/{id}"), ("PATCH", "/admin/users/{id}"),
+            ("DELETE", "/admin/users/{id}"), ("DELETE", "/admin/users/{id}/sessions"),
+            ("PUT", "/admin/users/{id}/roles/{role}"), ("DELETE", "/admin/users/{id}/roles/{role}"),
+            ("GET", "/admin/roles"), ("POST", "/admin/roles"), ("PUT", "/admin/roles/{name}"),
+            ("DELETE", "/admin/roles/{name}"),
             ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
         ]
         .into_iter()
