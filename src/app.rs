@@ -192,6 +192,11 @@ async fn bootstrap_admin(
         Err(AuthError::Taken(UniqueField::Username)) => {
             anyhow::bail!("ADMIN_USERNAME is taken by another account")
         }
+        Err(AuthError::UnverifiedAdminAddress) => anyhow::bail!(
+            "ADMIN_EMAIL belongs to an account whose address is not verified, so it was not \
+             made an admin (anyone can sign up with an address): confirm the address first (a \
+             verification link or a password reset), or name another"
+        ),
         Err(err) => Err(anyhow::Error::new(err).context("cannot ensure the ADMIN_EMAIL account")),
     }
 }

@@ -207,6 +207,13 @@ async fn create_admin(command: AdminCommand) -> ExitCode {
         Err(AuthError::Taken(UniqueField::Username)) => {
             return refused("username is taken by another account");
         }
+        Err(AuthError::UnverifiedAdminAddress) => {
+            return refused(
+                "email refused: it belongs to an account whose address is not verified (anyone \
+                 can sign up with an address); confirm it first (a verification link or a \
+                 password reset), or name another",
+            );
+        }
         Err(err) => return failed(&anyhow::Error::new(err)),
     }
     ExitCode::SUCCESS

@@ -44,6 +44,47 @@ impl AdminBootstrap {
     }
 }
 
+/// Who makes an admin change: the caller and what its roles allow now.
+///
+/// **Nobody acts above their own permissions.** A caller may grant, revoke, create, change or
+/// delete only a role whose permissions it holds itself, and may disable, delete, end the
+/// sessions of or change the roles of only an account whose permissions it holds itself
+/// (its own included); anything else is [`AuthError::Forbidden`]. Without this rule
+/// `roles:write` would be `admin` in all but name (its holder could grant itself `admin`), and
+/// `users:write` could lock every admin out.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor {
+    /// The caller.
+    pub id: UserId,
+    /// What the caller's roles allow (read with its session).
+    pub permissions: Permissions,
+}
+
+impl Actor {
+    /// Refused unless the caller holds every permission in `permissions`.
+    fn covers(self, permissions: Permissions) -> Result<(), AuthError> {
+        if permissions.is_subset_of(self.permissions) {
+            Ok(())
+        } else {
+            tracing::info!(
+                actor_user_id = self.id.get(),
+                "admin change refused: it concerns permissions the caller does not hold"
+            );
+            Err(AuthError::Forbidden)
+        }
+    }
+}
+
+/// What the roles named `held` allow, according to `roles`.
+fn permissions_of(roles: &[Role], held: &[RoleName]) -> Permissions {
+    roles
+        .iter()
+        .filter(|role| held.contains(&role.name))
+        .fold(Permissions::NONE, |all, role| {
+            role.permissions.iter().fold(all, Permissions::with)
+        })
+}
+
 /// A store refusal as the auth layer's error.
 fn refused<T>(result: Result<T, Refusal>) -> Result<T, AuthError> {
     result.map_err(AuthError::Refused)
@@ -91,16 +132,17 @@ impl Auth {
     /// a disable ended. The account as it is now.
     pub async fn set_disabled(
         &self,
-        actor: UserId,
+        actor: Actor,
         target: UserId,
         disabled: bool,
     ) -> Result<Account, AuthError> {
+        self.may_act_on(actor, target).await?;
         let (account, revoked) =
             refused(self.db.set_disabled(target, disabled, self.now()).await?)?;
         self.metrics
             .record_sessions_revoked(RevokeReason::Admin, revoked);
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             target_user_id = target.get(),
             sessions_revoked = revoked,
             "{}",
@@ -115,10 +157,11 @@ impl Auth {
 
     /// Deletes `target` with its sessions and tokens; its e-mail address and username become
     /// free. Refused if it is the last enabled admin.
-    pub async fn delete_account(&self, actor: UserId, target: UserId) -> Result<(), AuthError> {
+    pub async fn delete_account(&self, actor: Actor, target: UserId) -> Result<(), AuthError> {
+        self.may_act_on(actor, target).await?;
         refused(self.db.delete_user(target).await?)?;
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             target_user_id = target.get(),
             "account deleted"
         );
@@ -127,15 +170,13 @@ impl Auth {
 
     /// Ends every session of `target` (counted under `admin`); [`Refusal::UserNotFound`] if
     /// there is no such account.
-    pub async fn end_sessions(&self, actor: UserId, target: UserId) -> Result<(), AuthError> {
-        if self.db.account(target).await?.is_none() {
-            return Err(AuthError::Refused(Refusal::UserNotFound));
-        }
+    pub async fn end_sessions(&self, actor: Actor, target: UserId) -> Result<(), AuthError> {
+        self.may_act_on(actor, target).await?;
         let revoked = self.db.revoke_all_sessions(target, self.now()).await?;
         self.metrics
             .record_sessions_revoked(RevokeReason::Admin, revoked);
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             target_user_id = target.get(),
             sessions_revoked = revoked,
             "sessions ended by an admin"
@@ -147,14 +188,15 @@ impl Auth {
     /// unknown account is reported before an unknown role.
     pub async fn grant_role(
         &self,
-        actor: UserId,
+        actor: Actor,
         target: UserId,
         role: &str,
     ) -> Result<(), AuthError> {
         let role = self.existing_role_name(target, role).await?;
+        self.may_grant(actor, target, &role).await?;
         refused(self.db.grant_role(target, &role, self.now()).await?)?;
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             target_user_id = target.get(),
             role = role.as_str(),
             "role granted"
@@ -167,18 +209,44 @@ impl Auth {
     /// unknown role.
     pub async fn revoke_role(
         &self,
-        actor: UserId,
+        actor: Actor,
         target: UserId,
         role: &str,
     ) -> Result<(), AuthError> {
         let role = self.existing_role_name(target, role).await?;
+        self.may_grant(actor, target, &role).await?;
         refused(self.db.revoke_role(target, &role).await?)?;
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             target_user_id = target.get(),
             role = role.as_str(),
             "role revoked"
         );
+        Ok(())
+    }
+
+    /// Refused unless `target` exists, then `role` exists, and `actor` holds every permission
+    /// of both (see [`Actor`]).
+    async fn may_grant(
+        &self,
+        actor: Actor,
+        target: UserId,
+        role: &RoleName,
+    ) -> Result<(), AuthError> {
+        let account = self
+            .db
+            .account(target)
+            .await?
+            .ok_or(AuthError::Refused(Refusal::UserNotFound))?;
+        let roles = self.db.roles().await?;
+        let granted = roles
+            .iter()
+            .find(|stored| stored.name == *role)
+            .ok_or(AuthError::Refused(Refusal::RoleNotFound))?;
+        actor.covers(granted.permissions)?;
+        if actor.id != target {
+            actor.covers(permissions_of(&roles, &account.user.roles))?;
+        }
         Ok(())
     }
 
@@ -197,6 +265,31 @@ impl Auth {
         }
     }
 
+    /// Refused unless `target` exists ([`Refusal::UserNotFound`]) and `actor` holds every
+    /// permission `target`'s roles allow ([`AuthError::Forbidden`]; see [`Actor`]).
+    async fn may_act_on(&self, actor: Actor, target: UserId) -> Result<(), AuthError> {
+        let account = self
+            .db
+            .account(target)
+            .await?
+            .ok_or(AuthError::Refused(Refusal::UserNotFound))?;
+        if actor.id == target {
+            return Ok(());
+        }
+        let roles = self.db.roles().await?;
+        actor.covers(permissions_of(&roles, &account.user.roles))
+    }
+
+    /// The role named `name` as stored; [`Refusal::RoleNotFound`] if there is none.
+    async fn stored_role(&self, name: &RoleName) -> Result<Role, AuthError> {
+        self.db
+            .roles()
+            .await?
+            .into_iter()
+            .find(|role| role.name == *name)
+            .ok_or(AuthError::Refused(Refusal::RoleNotFound))
+    }
+
     /// Every role with its permissions, by name.
     pub async fn roles(&self) -> Result<Vec<Role>, AuthError> {
         Ok(self.db.roles().await?)
@@ -204,14 +297,15 @@ impl Auth {
 
     /// Creates a custom role; [`Refusal::RoleExists`] if the name is taken (built-in names
     /// included).
-    pub async fn create_role(&self, actor: UserId, role: Role) -> Result<Role, AuthError> {
+    pub async fn create_role(&self, actor: Actor, role: Role) -> Result<Role, AuthError> {
         let role = Role {
             builtin: false,
             ..role
         };
+        actor.covers(role.permissions)?;
         refused(self.db.create_role(&role, self.now()).await?)?;
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             role = role.name.as_str(),
             permissions = ?role.permissions,
             "role created"
@@ -224,19 +318,24 @@ impl Auth {
     /// `admin` and `user`.
     pub async fn update_role(
         &self,
-        actor: UserId,
+        actor: Actor,
         name: &str,
         description: &str,
         permissions: Permissions,
     ) -> Result<Role, AuthError> {
         let name = RoleName::parse(name).map_err(|_| AuthError::Refused(Refusal::RoleNotFound))?;
+        let stored = self.stored_role(&name).await?;
+        if !stored.builtin {
+            actor.covers(stored.permissions)?;
+            actor.covers(permissions)?;
+        }
         let role = refused(
             self.db
                 .update_role(&name, description, permissions, self.now())
                 .await?,
         )?;
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             role = role.name.as_str(),
             permissions = ?role.permissions,
             "role changed"
@@ -246,11 +345,15 @@ impl Auth {
 
     /// Deletes the custom role named `name` and every grant of it; [`Refusal::RoleNotFound`]
     /// for an unknown (or invalid) name, [`Refusal::BuiltinRole`] for `admin` and `user`.
-    pub async fn delete_role(&self, actor: UserId, name: &str) -> Result<(), AuthError> {
+    pub async fn delete_role(&self, actor: Actor, name: &str) -> Result<(), AuthError> {
         let name = RoleName::parse(name).map_err(|_| AuthError::Refused(Refusal::RoleNotFound))?;
+        let stored = self.stored_role(&name).await?;
+        if !stored.builtin {
+            actor.covers(stored.permissions)?;
+        }
         refused(self.db.delete_role(&name).await?)?;
         tracing::info!(
-            actor_user_id = actor.get(),
+            actor_user_id = actor.id.get(),
             role = name.as_str(),
             "role deleted"
         );
@@ -265,7 +368,10 @@ impl Auth {
 /// once: one that loses the race to create the account gives the role to the winner's.
 ///
 /// [`AuthError::Taken`] with [`UniqueField::Username`] if the username belongs to another
-/// account. A disabled account is not enabled again (a warning says so).
+/// account; [`AuthError::UnverifiedAdminAddress`] if an account has the address but never
+/// proved it receives mail there (anyone may sign up with the address an operator names
+/// later: promoting it would hand the service to them). A disabled account is not enabled
+/// again (a warning says so).
 pub async fn ensure_admin(
     db: &Db,
     hasher: &PasswordHasher,
@@ -284,18 +390,15 @@ pub async fn ensure_admin(
             tracing::info!(user_id = user.id.get(), "admin account created");
             Ok(AdminBootstrap::Created(user.id))
         }
-        // Another process created it since the lookup: give it the role (it has it already).
-        Err(StoreError::Conflict(UniqueField::Email)) => {
-            grant_existing(db, admin, now).await?.ok_or_else(|| {
-                AuthError::Unexpected(anyhow::anyhow!(
-                    "the admin account's e-mail address was taken, but no account has it"
-                ))
-            })
-        }
-        // The caller says so, in its own words (a setting at start-up, a flag in the CLI).
-        Err(StoreError::Conflict(UniqueField::Username)) => {
-            Err(AuthError::Taken(UniqueField::Username))
-        }
+        // Another process created the account since the lookup (give it the role: it has it
+        // already), or the username is another account's. Which index refused the row does not
+        // tell: with both taken, SQLite names the one created last, the username's. So the
+        // address decides: an account that has it now is the other process's.
+        Err(StoreError::Conflict(_)) => match grant_existing(db, admin, now).await? {
+            Some(done) => Ok(done),
+            // The caller says so, in its own words (a setting at start-up, a flag in the CLI).
+            None => Err(AuthError::Taken(UniqueField::Username)),
+        },
         Err(other) => Err(other.into()),
     }
 }
@@ -318,6 +421,14 @@ async fn grant_existing(
         AdminGrant::AlreadyAdmin(id) => {
             tracing::info!(user_id = id.get(), "admin account already an admin");
             AdminBootstrap::AlreadyAdmin(id)
+        }
+        AdminGrant::Unverified(id) => {
+            tracing::error!(
+                user_id = id.get(),
+                "the admin address belongs to an account whose address is not verified; \
+                 it was not made an admin"
+            );
+            return Err(AuthError::UnverifiedAdminAddress);
         }
     };
     if db

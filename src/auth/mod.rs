@@ -72,6 +72,10 @@ pub enum AuthError {
     /// The right password, but an admin disabled the account.
     #[error("account disabled")]
     AccountDisabled,
+    /// The admin account to ensure (`ADMIN_EMAIL`, `create-admin`) exists but never proved it
+    /// receives mail at its address: it is not made an admin.
+    #[error("the admin address belongs to an account whose address is not verified")]
+    UnverifiedAdminAddress,
     /// An admin change was refused (no such user or role, built-in role, last admin…).
     #[error("refused: {0:?}")]
     Refused(crate::store::Refusal),

@@ -86,6 +86,11 @@ impl Permissions {
         Self(self.0 | (1 << permission as u8))
     }
 
+    /// Whether every permission in the set is also in `other`.
+    pub const fn is_subset_of(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
     /// Whether the set is empty.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

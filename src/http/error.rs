@@ -174,6 +174,8 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Forbidden => Self::Forbidden(NOT_ENOUGH_PERMISSIONS),
             AuthError::AccountDisabled => Self::Forbidden("Account disabled"),
+            // Only start-up and `create-admin` ask for it; never an HTTP request.
+            err @ AuthError::UnverifiedAdminAddress => Self::Unexpected(err.into()),
             AuthError::Refused(Refusal::UserNotFound) => Self::NotFound("User not found"),
             AuthError::Refused(Refusal::RoleNotFound) => Self::NotFound("Role not found"),
             AuthError::Refused(Refusal::RoleExists) => Self::Conflict("Role already exists"),

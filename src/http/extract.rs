@@ -274,6 +274,16 @@ pub struct CurrentUser {
     pub permissions: Permissions,
 }
 
+impl CurrentUser {
+    /// The caller as the admin use cases see it: its id and what its roles allow now.
+    pub fn actor(&self) -> crate::auth::admin::Actor {
+        crate::auth::admin::Actor {
+            id: self.user.id,
+            permissions: self.permissions,
+        }
+    }
+}
+
 impl<S> FromRequestParts<S> for CurrentUser
 where
     AppState: FromRef<S>,

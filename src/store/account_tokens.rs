@@ -5,6 +5,12 @@
 //! requests presenting the same token at once, exactly one gets its row back. Deleting a token
 //! drops its unsent mail too (`mail_outbox.token_id … ON DELETE CASCADE`).
 //!
+//! **Lock order: a user row before its tokens** (and its sessions). On PostgreSQL every
+//! transaction here that touches both locks the user row first: deleting a user (an admin's
+//! `DELETE /admin/users/{id}`) locks it and then, by cascade, its tokens and sessions, so a reset
+//! or a verification that locked its token first and then waited for the user row would
+//! deadlock with it.
+//!
 //! Every transaction here starts with a write, so on SQLite it takes the write lock at once and
 //! never has to upgrade from reading to writing (which could fail with `SQLITE_BUSY`). None locks
 //! a session before touching a refresh token: they only update `sessions` rows (see the lock
@@ -111,6 +117,15 @@ pub struct PasswordChange<'a> {
 }
 
 impl Db {
+    /// On PostgreSQL, the statement that locks a user row (by id) first, before any of its
+    /// tokens (see the lock order in the module comment); SQLite's write lock does it anyway.
+    fn lock_user_first(&self) -> Option<&'static str> {
+        match self {
+            Db::Postgres(_) => Some("SELECT id FROM users WHERE id = $1 FOR UPDATE"),
+            Db::Sqlite(..) => None,
+        }
+    }
+
     /// Stores a new account with its first verification token and the mail carrying it, in one
     /// transaction. A concurrent sign-up that took the e-mail or username first makes this
     /// return [`StoreError::Conflict`] (and nothing is stored).
@@ -167,16 +182,24 @@ impl Db {
         token: &NewAccountToken,
         mail: &QueuedMail,
     ) -> Result<(), StoreError> {
-        let lock = match self {
-            Db::Postgres(_) => Some("SELECT id FROM users WHERE id = $1 FOR UPDATE"),
-            Db::Sqlite(..) => None,
-        };
+        const ENABLED: &str = "SELECT count(*) FROM users WHERE id = $1 AND disabled_at IS NULL";
+        let lock = self.lock_user_first();
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
             if let Some(lock) = lock {
                 sqlx::query(lock).bind(user.get()).execute(&mut *tx).await?;
             }
             tx.delete_account_tokens(user.get(), TokenPurpose::PasswordReset).await?;
+            // A disabled account gets no link (the caller checked, but a disable may have
+            // committed since; the lock above, or SQLite's write lock, keeps it from now on).
+            let enabled: i64 = sqlx::query_scalar(ENABLED)
+                .bind(user.get())
+                .fetch_one(&mut *tx)
+                .await?;
+            if enabled == 0 {
+                tx.rollback().await?;
+                return Ok(());
+            }
             let id = tx.insert_account_token(user.get(), token).await?;
             tx.enqueue_mail(mail, Some(id)).await?;
             tx.commit().await
@@ -238,11 +261,16 @@ impl Db {
         reset: &PasswordReset<'_>,
     ) -> Result<Option<u64>, StoreError> {
         const PASSWORD: &str = "UPDATE users SET hashed_password = $1, updated_at = $2, \
-            email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $3";
+            email_verified_at = COALESCE(email_verified_at, $2) \
+            WHERE id = $3 AND disabled_at IS NULL";
         let at = now_micros();
         let user = reset.user.get();
+        let lock = self.lock_user_first();
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(user).execute(&mut *tx).await?;
+            }
             let owner = tx
                 .consume_account_token(reset.token_hash, TokenPurpose::PasswordReset, reset.now)
                 .await?;
@@ -250,12 +278,18 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(None);
             }
-            sqlx::query(PASSWORD)
+            let changed = sqlx::query(PASSWORD)
                 .bind(reset.hashed_password)
                 .bind(at)
                 .bind(user)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if changed != 1 {
+                // Disabled since the link was sent: the link no longer works.
+                tx.rollback().await?;
+                return Ok(None);
+            }
             tx.delete_account_tokens(user, TokenPurpose::PasswordReset).await?;
             let revoked = tx.revoke_sessions(user, None, reset.now).await?;
             tx.enqueue_mail(reset.notice, None).await?;
@@ -273,9 +307,15 @@ impl Db {
     ) -> Result<Option<UserId>, StoreError> {
         const VERIFIED: &str = "UPDATE users SET email_verified_at = $1, updated_at = $1 \
             WHERE id = $2 AND email_verified_at IS NULL";
+        const LOCK_OWNER: &str = "SELECT u.id FROM users u JOIN account_tokens t ON t.user_id = u.id \
+            WHERE t.token_hash = $1 FOR UPDATE OF u";
         let at = now_micros();
+        let lock = matches!(self, Db::Postgres(_));
         let user = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
+            if lock {
+                sqlx::query(LOCK_OWNER).bind(&hash[..]).execute(&mut *tx).await?;
+            }
             let Some(user) = tx
                 .consume_account_token(hash, TokenPurpose::EmailVerification, now)
                 .await?

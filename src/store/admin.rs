@@ -53,6 +53,9 @@ pub enum AdminGrant {
     AlreadyAdmin(UserId),
     /// The account has just been given `admin`.
     Granted(UserId),
+    /// The account has never proved it receives mail at the address, so nothing was granted:
+    /// anyone can sign up with an address an operator will later name.
+    Unverified(UserId),
 }
 
 /// An account row as the admin API reads it.
@@ -220,8 +223,22 @@ impl Db {
                 .bind(role.as_str())
                 .bind(now)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .await;
+            let granted = match granted {
+                Ok(done) => done.rows_affected(),
+                // The user or the role was deleted between the insert's read and its foreign
+                // key check: say which, as a grant that ran a moment later would.
+                Err(err)
+                    if err
+                        .as_database_error()
+                        .is_some_and(|db| db.is_foreign_key_violation()) =>
+                {
+                    tx.rollback().await?;
+                    let missing = conn.missing(user.get(), role.as_str()).await?;
+                    return Ok(Err(missing.unwrap_or(Refusal::UserNotFound)));
+                }
+                Err(err) => return Err(err),
+            };
             let outcome = if granted == 1 {
                 Ok(())
             } else {
@@ -289,10 +306,10 @@ impl Db {
         Ok(rows.into_iter().map(Account::from).collect())
     }
 
-    /// Disables (`true`) or enables `user`. Disabling revokes every session of the account and
-    /// deletes its password-reset tokens (with their unsent mail) in the same transaction, and
-    /// is refused with [`Refusal::LastAdmin`] if it would leave no enabled admin; disabling a
-    /// disabled account changes nothing (its `disabled_at` stays).
+    /// Disables (`true`) or enables `user`. Disabling revokes every session of the account in
+    /// the same transaction (its password-reset links stop working too: a reset needs an
+    /// enabled account), and is refused with [`Refusal::LastAdmin`] if it would leave no
+    /// enabled admin; disabling a disabled account changes nothing (its `disabled_at` stays).
     /// The account as stored now, and how many sessions were revoked.
     pub async fn set_disabled(
         &self,
@@ -306,8 +323,6 @@ impl Db {
             WHERE id = $1 AND disabled_at IS NOT NULL";
         const REVOKE: &str =
             "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
-        const DROP_RESETS: &str =
-            "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset'";
         let at = now_micros();
         let row = dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
@@ -322,8 +337,6 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             let revoked = if disabled {
-                // Outstanding reset links die with the sessions (their unsent mail by cascade).
-                sqlx::query(DROP_RESETS).bind(user.get()).execute(&mut *tx).await?;
                 sqlx::query(REVOKE)
                     .bind(now)
                     .bind(user.get())
@@ -369,16 +382,22 @@ impl Db {
         })
     }
 
-    /// Gives the account with `email` (case-insensitive) the `admin` role, if there is one.
+    /// Gives the account with `email` (case-insensitive) the `admin` role, if there is one
+    /// and its address is verified.
     pub async fn grant_admin_by_email(
         &self,
         email: &Email,
         now: i64,
     ) -> Result<AdminGrant, StoreError> {
         const GRANT: &str = "INSERT INTO user_roles (user_id, role_name, granted_at) \
-            SELECT id, 'admin', $2 FROM users WHERE lower(email) = lower($1) \
+            SELECT id, 'admin', $2 FROM users \
+            WHERE lower(email) = lower($1) AND email_verified_at IS NOT NULL \
             ON CONFLICT (user_id, role_name) DO NOTHING RETURNING user_id";
-        const FIND: &str = "SELECT id FROM users WHERE lower(email) = lower($1)";
+        const FIND: &str = concat!(
+            "SELECT id, EXISTS (SELECT 1 FROM user_roles ur ",
+            "WHERE ur.user_id = users.id AND ur.role_name = 'admin') ",
+            "FROM users WHERE lower(email) = lower($1)"
+        );
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
             let granted: Option<i64> = sqlx::query_scalar(GRANT)
@@ -389,13 +408,15 @@ impl Db {
             let outcome = match granted {
                 Some(id) => AdminGrant::Granted(UserId::new(id)),
                 None => {
-                    let found: Option<i64> = sqlx::query_scalar(FIND)
+                    let found: Option<(i64, bool)> = sqlx::query_as(FIND)
                         .bind(email.as_str())
                         .fetch_optional(&mut *tx)
                         .await?;
-                    found.map_or(AdminGrant::NoAccount, |id| {
-                        AdminGrant::AlreadyAdmin(UserId::new(id))
-                    })
+                    match found {
+                        None => AdminGrant::NoAccount,
+                        Some((id, true)) => AdminGrant::AlreadyAdmin(UserId::new(id)),
+                        Some((id, false)) => AdminGrant::Unverified(UserId::new(id)),
+                    }
                 }
             };
             tx.commit().await?;

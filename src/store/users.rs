@@ -140,18 +140,6 @@ macro_rules! user_roles {
 }
 pub(super) use user_roles;
 
-/// What the roles of the `users` row in the query allow: permission names separated by `,`
-/// (repeats possible; `NULL` for none).
-macro_rules! user_permissions {
-    () => {
-        concat!(
-            "(SELECT string_agg(rp.permission, ',') FROM user_roles ur ",
-            "JOIN role_permissions rp ON rp.role_name = ur.role_name WHERE ur.user_id = users.id)"
-        )
-    };
-}
-pub(super) use user_permissions;
-
 impl Db {
     /// The user with `id`, if it exists.
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {

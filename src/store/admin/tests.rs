@@ -365,6 +365,26 @@ async fn the_bootstrap_grants_admin_to_an_existing_address_once() {
         db.grant_admin_by_email(&upper, NOW).await.expect("ran"),
         AdminGrant::Granted(root.id)
     );
+    // An address nobody proved they receive mail at gets nothing: anyone could have signed up
+    // with the address the operator names.
+    let squatter = admin(&db, "squatter").await;
+    db.revoke_role(squatter, &RoleName::admin())
+        .await
+        .expect("ran")
+        .expect("revoked");
+    dispatch!(&db, conn => sqlx::query("UPDATE users SET email_verified_at = NULL WHERE id = $1")
+        .bind(squatter.get())
+        .execute(conn)
+        .await
+        .map(drop))
+    .expect("unverified");
+    let address = Email::parse("squatter@example.com").expect("an address");
+    assert_eq!(
+        db.grant_admin_by_email(&address, NOW).await.expect("ran"),
+        AdminGrant::Unverified(squatter)
+    );
+    let account = db.account(squatter).await.expect("ran").expect("exists");
+    assert!(!account.user.is_admin());
 }
 
 #[tokio::test]

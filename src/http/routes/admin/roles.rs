@@ -128,7 +128,7 @@ pub async fn list_roles(
         (status = 201, description = "The role", body = RoleResponse),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `roles:write`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `roles:write`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 409, description = "A role has this name (`admin` and `user` included)", body = ErrorDetail,
             example = json!({ "detail": "Role already exists" })),
@@ -157,7 +157,7 @@ pub async fn create_role(
         permissions,
         builtin: false,
     };
-    let role = state.auth.create_role(caller.user.id, role).await?;
+    let role = state.auth.create_role(caller.actor(), role).await?;
     Ok((StatusCode::CREATED, Json(role.into())))
 }
 
@@ -176,7 +176,7 @@ pub async fn create_role(
         (status = 200, description = "The role as it is now", body = RoleResponse),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `roles:write`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `roles:write`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No role has this name", body = ErrorDetail,
             example = json!({ "detail": "Role not found" })),
@@ -202,7 +202,7 @@ pub async fn replace_role(
     };
     let role = state
         .auth
-        .update_role(caller.user.id, name, &description, permissions)
+        .update_role(caller.actor(), name, &description, permissions)
         .await?;
     Ok(Json(role.into()))
 }
@@ -221,7 +221,7 @@ pub async fn replace_role(
         (status = 204, description = "The role is deleted"),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `roles:write`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `roles:write`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No role has this name", body = ErrorDetail,
             example = json!({ "detail": "Role not found" })),
@@ -237,7 +237,7 @@ pub async fn delete_role(
 ) -> Result<StatusCode, ApiError> {
     state
         .auth
-        .delete_role(caller.user.id, path.text("name")?)
+        .delete_role(caller.actor(), path.text("name")?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -259,7 +259,7 @@ pub async fn delete_role(
         (status = 204, description = "The account holds the role"),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `roles:write`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `roles:write`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No account has this id (`User not found`, checked first), or no role has this name (`Role not found`)", body = ErrorDetail,
             example = json!({ "detail": "Role not found" })),
@@ -274,7 +274,7 @@ pub async fn grant_role(
     let id = user_id(&path)?;
     state
         .auth
-        .grant_role(caller.user.id, id, path.text("role")?)
+        .grant_role(caller.actor(), id, path.text("role")?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -296,7 +296,7 @@ pub async fn grant_role(
         (status = 204, description = "The account does not hold the role"),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `roles:write`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `roles:write`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No account has this id (`User not found`, checked first), or no role has this name (`Role not found`)", body = ErrorDetail,
             example = json!({ "detail": "User not found" })),
@@ -313,7 +313,7 @@ pub async fn revoke_role(
     let id = user_id(&path)?;
     state
         .auth
-        .revoke_role(caller.user.id, id, path.text("role")?)
+        .revoke_role(caller.actor(), id, path.text("role")?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -202,7 +202,7 @@ struct UpdateUserRequest {
         (status = 200, description = "The account as it is now", body = AdminUser),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `users:write`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `users:write`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No account has this id", body = ErrorDetail,
             example = json!({ "detail": "User not found" })),
@@ -236,7 +236,7 @@ pub async fn update_user(
         Some(disabled) => {
             state
                 .auth
-                .set_disabled(caller.user.id, id, disabled)
+                .set_disabled(caller.actor(), id, disabled)
                 .await?
         }
         None => state.auth.account(id).await?,
@@ -258,7 +258,7 @@ pub async fn update_user(
         (status = 204, description = "The account is deleted"),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `users:delete`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `users:delete`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No account has this id", body = ErrorDetail,
             example = json!({ "detail": "User not found" })),
@@ -273,7 +273,7 @@ pub async fn delete_user(
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&path)?;
-    state.auth.delete_account(caller.user.id, id).await?;
+    state.auth.delete_account(caller.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -291,7 +291,7 @@ pub async fn delete_user(
         (status = 204, description = "Every session of the account is ended"),
         (status = 401, description = "Missing, invalid or expired token, or the session has ended", body = ErrorDetail,
             example = json!({ "detail": "Could not validate credentials" })),
-        (status = 403, description = "The caller's roles do not grant `sessions:revoke`", body = ErrorDetail,
+        (status = 403, description = "The caller's roles do not grant `sessions:revoke`, or the change concerns permissions the caller does not hold (a role it lacks, an account that holds more)", body = ErrorDetail,
             example = json!({ "detail": "Not enough permissions" })),
         (status = 404, description = "No account has this id", body = ErrorDetail,
             example = json!({ "detail": "User not found" })),
@@ -304,7 +304,7 @@ pub async fn end_sessions(
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&path)?;
-    state.auth.end_sessions(caller.user.id, id).await?;
+    state.auth.end_sessions(caller.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
