@@ -44,8 +44,15 @@ fn list_url<V: AsRef<str>>(app: &TestApp, pairs: &[(&str, V)]) -> reqwest::Url {
 }
 
 /// Walks every page of `/admin/users?limit=…&q=…` from the first; the items in order and the
-/// number of pages.
-async fn walk(app: &TestApp, token: &str, limit: u32, q: &str) -> (Vec<Value>, usize) {
+/// number of pages. With `sign_up_between`, an account `<prefix><page>` signs up after each
+/// page is read and before the next is asked for, so the walk surely runs while users sign up.
+async fn walk(
+    app: &TestApp,
+    token: &str,
+    limit: u32,
+    q: &str,
+    sign_up_between: Option<&str>,
+) -> (Vec<Value>, usize) {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
@@ -73,6 +80,13 @@ async fn walk(app: &TestApp, token: &str, limit: u32, q: &str) -> (Vec<Value>, u
             "page {pages}: at most {limit}"
         );
         items.extend(page_items.iter().cloned());
+        if let Some(prefix) = sign_up_between {
+            let name = format!("{prefix}{pages}");
+            let response = app
+                .signup(&format!("{name}@example.com"), &name, GOOD_PASSWORD)
+                .await;
+            assert_eq!(response.status(), 201, "sign-up of {name} during the walk");
+        }
         match &page["next_cursor"] {
             Value::Null => break,
             Value::String(next) => {
@@ -128,7 +142,8 @@ db_tests! {
             })
         };
         for limit in [100, 7] {
-            let (items, pages) = walk(&app, &admin, limit, "").await;
+            let between = format!("during{limit}-");
+            let (items, pages) = walk(&app, &admin, limit, "", Some(&between)).await;
             let ids = newest_first(&items, &format!("limit {limit}"));
             let seen: BTreeSet<i64> = ids.iter().copied().collect();
             let missing: Vec<&i64> = existing.difference(&seen).collect();
@@ -137,10 +152,13 @@ db_tests! {
         }
         let late = latecomers.await.expect("sign-ups");
 
-        let (items, _) = walk(&app, &admin, 100, "").await;
+        let (items, _) = walk(&app, &admin, 100, "", None).await;
         let ids = newest_first(&items, "after the sign-ups");
         let expected: BTreeSet<i64> = existing.iter().copied().chain(late).collect();
-        assert_eq!(ids.into_iter().collect::<BTreeSet<i64>>(), expected);
+        let seen: BTreeSet<i64> = ids.into_iter().collect();
+        assert!(expected.is_subset(&seen), "every account, the latecomers too");
+        let total = app.db.scalar("SELECT COUNT(*) FROM users").await;
+        assert_eq!(seen.len() as i64, total, "and those that signed up during the walks");
     }
 
     /// `q` matches a case-insensitive substring of the e-mail address or the username, pages
@@ -156,16 +174,16 @@ db_tests! {
         let ids = |items: &[Value]| items.iter().map(id_of).collect::<Vec<i64>>();
 
         for q in ["HOPPER", "hopper", "amazinggrace", "GRACE.hop", "zingG"] {
-            let (items, pages) = walk(&app, &admin, 50, q).await;
+            let (items, pages) = walk(&app, &admin, 50, q, None).await;
             assert_eq!(ids(&items), [grace], "q={q}");
             assert_eq!(pages, 1);
         }
-        let (items, pages) = walk(&app, &admin, 2, "ANA").await;
+        let (items, pages) = walk(&app, &admin, 2, "ANA", None).await;
         assert_eq!(ids(&items), anas.iter().rev().copied().collect::<Vec<_>>(), "newest first");
         assert!(pages >= 2);
-        let (items, _) = walk(&app, &admin, 50, "nobody-by-that-name").await;
+        let (items, _) = walk(&app, &admin, 50, "nobody-by-that-name", None).await;
         assert!(items.is_empty());
-        let (items, _) = walk(&app, &admin, 50, "   ").await;
+        let (items, _) = walk(&app, &admin, 50, "   ", None).await;
         assert_eq!(items.len(), 6, "blank q: every account, the admin included");
     }
 

@@ -107,7 +107,7 @@ async fn call(
             Some(json!({ "name": format!("made-{tag}"), "permissions": [] }))
         }
         ("PUT", "/admin/roles/{name}") => {
-            Some(json!({ "description": "edited", "permissions": ["roles:read"] }))
+            Some(json!({ "description": "edited", "permissions": [] }))
         }
         _ => None,
     };
@@ -261,5 +261,74 @@ db_tests! {
         let me = app.me_json(&second).await;
         assert_eq!(me["is_admin"], json!(false), "{me}");
         assert_eq!(me["roles"], json!(["user"]), "{me}");
+    }
+
+    /// Nobody acts above their own permissions: a `roles:write` holder cannot make itself (or
+    /// anyone) an admin, create or grant a role with a permission it lacks, or take a role from
+    /// an account that holds more than it does; a `users:write` holder cannot disable an admin.
+    /// Within its own permissions each does its job.
+    async fn nobody_acts_above_their_own_permissions(backend: Backend) {
+        let app = spawn_admin_app(backend).await;
+        let admin = app.admin_token().await;
+        let root = id_of(&app.me_json(&admin).await);
+        app.create_role(&admin, "granter", &["roles:write"]).await;
+        app.create_role(&admin, "disabler", &["users:write"]).await;
+        app.create_role(&admin, "reader", &["users:read"]).await;
+        let (granter, granter_token) = app.user_with_role(&admin, "granter1", "granter").await;
+        let (_, disabler_token) = app.user_with_role(&admin, "disabler1", "disabler").await;
+        let plain = id_of(&app.create_user("plain1").await);
+        let forbidden = "Not enough permissions";
+
+        assert_detail(app.grant(&granter_token, granter, "admin").await, 403, forbidden).await;
+        assert_detail(app.grant(&granter_token, plain, "admin").await, 403, forbidden).await;
+        assert_detail(app.grant(&granter_token, plain, "reader").await, 403, forbidden).await;
+        assert_detail(app.revoke(&granter_token, root, "admin").await, 403, forbidden).await;
+        let wider = json!({ "name": "wider", "permissions": ["users:read"] });
+        let created = app.call(Method::POST, "/admin/roles", Some(&granter_token), Some(&wider)).await;
+        assert_detail(created, 403, forbidden).await;
+        let edit = json!({ "permissions": ["roles:write", "users:delete"] });
+        let edited = app.call(Method::PUT, "/admin/roles/granter", Some(&granter_token), Some(&edit)).await;
+        assert_detail(edited, 403, forbidden).await;
+        let deleted = app.call(Method::DELETE, "/admin/roles/reader", Some(&granter_token), None).await;
+        assert_detail(deleted, 403, forbidden).await;
+        let disabled = app.patch_user(&disabler_token, root, &json!({ "disabled": true })).await;
+        assert_detail(disabled, 403, forbidden).await;
+        assert_eq!(app.me_json(&admin).await["is_admin"], json!(true), "nothing changed");
+
+        // Within their own permissions: grant a role it holds, create one no wider, disable a
+        // plain account.
+        assert_eq!(app.grant(&granter_token, plain, "granter").await.status(), 204);
+        assert_eq!(app.grant(&granter_token, plain, "user").await.status(), 204);
+        let narrow = json!({ "name": "narrow", "permissions": ["roles:write"] });
+        let created = app.call(Method::POST, "/admin/roles", Some(&granter_token), Some(&narrow)).await;
+        assert_eq!(created.status(), 201);
+        // `plain` now holds `roles:write`, which the disabler lacks; a newcomer holds nothing.
+        let disabled = app.patch_user(&disabler_token, plain, &json!({ "disabled": true })).await;
+        assert_detail(disabled, 403, forbidden).await;
+        let newcomer = id_of(&app.create_user("newcomer1").await);
+        let disabled = app.patch_user(&disabler_token, newcomer, &json!({ "disabled": true })).await;
+        assert_eq!(disabled.status(), 200);
+    }
+
+    /// The permission check comes before anything about the request: no token is 401 and a
+    /// caller without the permission 403, whatever the id, the role name or the query.
+    async fn refusals_come_before_any_other_answer(backend: Backend) {
+        let app = spawn_admin_app(backend).await;
+        let admin = app.admin_token().await;
+        let (_, plain) = app.user_with_role(&admin, "plain2", "user").await;
+        let bad = json!({ "disabled": "maybe" });
+        for (method, path, body) in [
+            (Method::GET, "/admin/users/abc", None),
+            (Method::GET, "/admin/users/999999", None),
+            (Method::GET, "/admin/users?limit=0&cursor=zzz", None),
+            (Method::PATCH, "/admin/users/999999", Some(&bad)),
+            (Method::DELETE, "/admin/roles/Bad", None),
+            (Method::PUT, "/admin/users/0/roles/nope", None),
+        ] {
+            let response = app.call(method.clone(), path, None, body).await;
+            assert_detail(response, 401, "Could not validate credentials").await;
+            let response = app.call(method, path, Some(&plain), body).await;
+            assert_detail(response, 403, "Not enough permissions").await;
+        }
     }
 }

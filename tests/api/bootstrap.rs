@@ -66,6 +66,10 @@ db_tests! {
         let signed_up: Value = signed_up.json().await.expect("json");
         assert_eq!(signed_up["is_admin"], json!(false));
         let hash = app.db.stored_hash(ADMIN_EMAIL).await;
+        // Its owner confirmed the address (an account that never did is refused; see below).
+        app.db
+            .execute("UPDATE users SET email_verified_at = created_at WHERE email = $1", &[ADMIN_EMAIL])
+            .await;
 
         let app = restart_with_admin(app, OTHER_PASSWORD).await;
 
@@ -194,4 +198,30 @@ async fn two_replicas_starting_at_once_on_postgresql_make_one_admin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_starting_at_once_on_a_fresh_postgresql_database_both_come_up() {
     two_replicas_at_once(false).await;
+}
+
+db_tests! {
+    /// An account that never confirmed the address is not made an admin: anyone may sign up
+    /// with the address an operator will name. Start-up fails saying so, and nothing changes.
+    async fn an_unverified_account_with_the_admin_address_stops_start_up(backend: Backend) {
+        let app = spawn_app(backend).await;
+        assert_eq!(
+            app.signup(ADMIN_EMAIL, "squatter", GOOD_PASSWORD)
+                .await
+                .status(),
+            201
+        );
+        let db = app.shut_down_keeping_db().await;
+        let mut settings = test_settings(&db.url());
+        with_admin(&mut settings);
+
+        let error = App::build(settings).await.err().expect("start-up fails");
+
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("ADMIN_EMAIL belongs to an account whose address is not verified"),
+            "{message}"
+        );
+        assert_eq!(counts(&db).await, (1, 0));
+    }
 }

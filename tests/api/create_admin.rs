@@ -77,6 +77,18 @@ db_tests! {
         let id = id_of(&app.create_user("founder").await);
         let hash = app.db.stored_hash("founder@example.com").await;
 
+        // Not while the address is unconfirmed: exit 2 saying why, and nothing changes.
+        let output = create_admin(&app.db, "founder@example.com", "founder", "a different fine passphrase\n");
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+        assert!(text(&output.stderr).contains("not verified"), "{}", text(&output.stderr));
+        assert_eq!(app.db.scalar("SELECT COUNT(*) FROM user_roles WHERE role_name = 'admin'").await, 0);
+        app.db
+            .execute(
+                "UPDATE users SET email_verified_at = created_at WHERE email = $1",
+                &["founder@example.com"],
+            )
+            .await;
+
         let output = create_admin(&app.db, "founder@example.com", "founder", "a different fine passphrase\n");
 
         assert_done(&output, &format!("gave the admin role to the existing account with that email (id {id}); its password is unchanged"));
