@@ -233,7 +233,10 @@ impl TokenKeys {
     }
 
     /// Signs an access token issued at `issued_at`, carrying `roles` as its `roles` claim;
-    /// `expires_in` counts from `now`. The same arguments always give the same token, which is how a refresh replayed within the grace
+    /// `expires_in` counts from `now`. (A refresh replayed within the grace window passes the
+    /// roles as they are at the replay, so if they changed since the rotation the replayed
+    /// access token differs from the first in its claim alone.) The same arguments always give
+    /// the same token, which is how a refresh replayed within the grace
     /// window gets the very same pair again.
     pub fn issue(
         &self,

@@ -518,32 +518,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use secrecy::SecretString;
 
     use super::*;
-    use crate::config::DatabaseSettings;
     use crate::domain::{Email, Username};
     use crate::mail::MailKind;
-    use crate::store::{NewSession, TokenRecord, connect, migrate};
+    use crate::store::{NewSession, TokenRecord};
 
     const NOW: i64 = 1_800_000_000;
-
-    async fn database() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let url = format!("sqlite://{}", dir.path().join("cerego.db").display());
-        let settings = DatabaseSettings {
-            url: Some(SecretString::from(url)),
-            max_connections: 2,
-            acquire_timeout: Duration::from_secs(3),
-            auto_migrate: true,
-            query_timeout: Duration::from_secs(5),
-        };
-        let (db, _) = connect(&settings).expect("a pool");
-        migrate(&db).await.expect("migrations");
-        (dir, db)
-    }
 
     fn mail(kind: MailKind) -> QueuedMail {
         QueuedMail {
@@ -605,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_reset_token_replaces_the_earlier_one_and_drops_its_unsent_mail() {
-        let (_dir, db) = database().await;
+        let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         let first = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
         let second = token(TokenPurpose::PasswordReset, 2, NOW + 3600);
@@ -629,7 +610,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reset_uses_the_token_once_and_ends_every_session() {
-        let (_dir, db) = database().await;
+        let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         session(&db, ada, 10).await;
         session(&db, ada, 11).await;
@@ -667,7 +648,7 @@ mod tests {
 
     #[tokio::test]
     async fn verification_is_single_use_and_not_offered_once_verified() {
-        let (_dir, db) = database().await;
+        let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         let again = token(TokenPurpose::EmailVerification, 3, NOW + 60);
         assert!(
@@ -703,7 +684,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_applies_only_over_the_verified_hash_and_keeps_the_current_session() {
-        let (_dir, db) = database().await;
+        let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         let current = session(&db, ada, 10).await;
         session(&db, ada, 11).await;
@@ -747,7 +728,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_login_checked_against_the_old_password_opens_no_session_after_a_change() {
-        let (_dir, db) = database().await;
+        let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         let current = session(&db, ada, 10).await;
         let notice = mail(MailKind::PasswordChanged);
@@ -789,7 +770,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_purge_deletes_expired_tokens_and_their_mail_only() {
-        let (_dir, db) = database().await;
+        let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         let reset = token(TokenPurpose::PasswordReset, 1, NOW + 10);
         db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))

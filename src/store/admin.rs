@@ -290,11 +290,16 @@ impl Db {
             "SELECT ",
             account_columns!(),
             " FROM users WHERE ($1 IS NULL OR users.id < $1) AND ($2 IS NULL ",
-            r"OR lower(users.email) LIKE lower($2) ESCAPE '\' ",
-            r"OR lower(users.username) LIKE lower($2) ESCAPE '\') ",
+            r"OR lower(users.email) LIKE $2 ESCAPE '\' ",
+            r"OR lower(users.username) LIKE $2 ESCAPE '\') ",
             "ORDER BY users.id DESC LIMIT $3"
         );
-        let pattern = query.search.map(|q| format!("%{}%", escape_like(q)));
+        // Folded here rather than by the database's `lower()`, which on SQLite folds ASCII only:
+        // stored addresses are in canonical form (case-folded) already, usernames are ASCII, and
+        // `lower()` on the columns covers rows adopted from the FastAPI system.
+        let pattern = query
+            .search
+            .map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
         let before = query.before.map(UserId::get);
         let limit = i64::from(query.limit);
         let rows = dispatch!(self, conn => sqlx::query_as::<_, AccountRow>(SQL)

@@ -173,3 +173,24 @@ impl Db {
         }
     }
 }
+
+/// A fresh SQLite database in a temporary directory, migrated, for the store's unit tests (the
+/// directory goes when the first value is dropped).
+#[cfg(test)]
+pub(crate) async fn test_database() -> (tempfile::TempDir, Db) {
+    use secrecy::SecretString;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("cerego.db").display());
+    let settings = crate::config::DatabaseSettings {
+        url: Some(SecretString::from(url)),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(3),
+        auto_migrate: true,
+        query_timeout: Duration::from_secs(5),
+    };
+    let (db, _) = connect(&settings).expect("a pool");
+    migrate(&db).await.expect("migrations");
+    (dir, db)
+}

@@ -1,31 +1,11 @@
 //! The admin SQL on SQLite (the black-box tests in `tests/api` run every route on both
 //! databases, including the concurrent last-admin case on PostgreSQL).
 
-use std::time::Duration;
-
-use secrecy::SecretString;
-
 use super::*;
-use crate::config::DatabaseSettings;
 use crate::domain::Username;
-use crate::store::{NewSession, TokenRecord, connect, migrate};
+use crate::store::{NewSession, TokenRecord};
 
 const NOW: i64 = 1_800_000_000;
-
-async fn database() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("cerego.db").display());
-    let settings = DatabaseSettings {
-        url: Some(SecretString::from(url)),
-        max_connections: 2,
-        acquire_timeout: Duration::from_secs(3),
-        auto_migrate: true,
-        query_timeout: Duration::from_secs(5),
-    };
-    let (db, _) = connect(&settings).expect("a pool");
-    migrate(&db).await.expect("migrations");
-    (dir, db)
-}
 
 fn new_user(name: &str) -> NewUser {
     NewUser {
@@ -78,7 +58,7 @@ fn role(name: &str, permissions: &[Permission]) -> Role {
 
 #[tokio::test]
 async fn the_built_in_roles_are_admin_with_every_permission_and_user_with_none() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let roles = db.roles().await.expect("roles");
     let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["admin", "user"]);
@@ -89,7 +69,7 @@ async fn the_built_in_roles_are_admin_with_every_permission_and_user_with_none()
 
 #[tokio::test]
 async fn custom_roles_are_created_changed_and_deleted_and_built_ins_are_not() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let support = role(
         "support",
         &[Permission::UsersRead, Permission::SessionsRevoke],
@@ -144,7 +124,7 @@ async fn custom_roles_are_created_changed_and_deleted_and_built_ins_are_not() {
 
 #[tokio::test]
 async fn a_grant_shows_in_the_session_query_at_once_and_so_does_its_revocation() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let _keeper = admin(&db, "keeper").await;
     let ada = admin(&db, "ada").await;
     let sid = session(&db, ada, 1).await.expect("a session");
@@ -208,7 +188,7 @@ async fn a_grant_shows_in_the_session_query_at_once_and_so_does_its_revocation()
 
 #[tokio::test]
 async fn the_last_enabled_admin_cannot_be_demoted_disabled_or_deleted() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let ada = admin(&db, "ada").await;
     let admin_role = RoleName::admin();
     assert_eq!(
@@ -255,7 +235,7 @@ async fn the_last_enabled_admin_cannot_be_demoted_disabled_or_deleted() {
 
 #[tokio::test]
 async fn disabling_revokes_every_session_and_refuses_new_ones_until_enabled() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let _keeper = admin(&db, "keeper").await;
     let ada = admin(&db, "ada").await;
     let first = session(&db, ada, 1).await.expect("a session");
@@ -300,7 +280,7 @@ async fn disabling_revokes_every_session_and_refuses_new_ones_until_enabled() {
 
 #[tokio::test]
 async fn accounts_page_newest_first_and_search_names_literally() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let mut ids = Vec::new();
     for name in ["ada", "bob", "cy_d", "dee", "eve"] {
         ids.push(admin(&db, name).await);
@@ -335,7 +315,7 @@ async fn accounts_page_newest_first_and_search_names_literally() {
 
 #[tokio::test]
 async fn the_bootstrap_grants_admin_to_an_existing_address_once() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let email = Email::parse("root@example.com").expect("an address");
     assert_eq!(
         db.grant_admin_by_email(&email, NOW).await.expect("ran"),
@@ -389,7 +369,7 @@ async fn the_bootstrap_grants_admin_to_an_existing_address_once() {
 
 #[tokio::test]
 async fn deleting_an_account_deletes_its_sessions_and_frees_its_names() {
-    let (_dir, db) = database().await;
+    let (_dir, db) = crate::store::test_database().await;
     let _keeper = admin(&db, "keeper").await;
     let ada = admin(&db, "ada").await;
     let sid = session(&db, ada, 1).await.expect("a session");
