@@ -225,29 +225,20 @@ impl Auth {
         Ok(())
     }
 
-    /// Refused unless `target` exists, then `role` exists, and `actor` holds every permission
-    /// of both (see [`Actor`]).
+    /// Refused unless `target` exists, `actor` may act on it ([`Self::may_act_on`]), `role`
+    /// exists and `actor` holds every permission of it (see [`Actor`]).
     async fn may_grant(
         &self,
         actor: Actor,
         target: UserId,
         role: &RoleName,
     ) -> Result<(), AuthError> {
-        let account = self
-            .db
-            .account(target)
-            .await?
-            .ok_or(AuthError::Refused(Refusal::UserNotFound))?;
-        let roles = self.db.roles().await?;
+        let roles = self.may_act_on(actor, target).await?;
         let granted = roles
             .iter()
             .find(|stored| stored.name == *role)
             .ok_or(AuthError::Refused(Refusal::RoleNotFound))?;
-        actor.covers(granted.permissions)?;
-        if actor.id != target {
-            actor.covers(permissions_of(&roles, &account.user.roles))?;
-        }
-        Ok(())
+        actor.covers(granted.permissions)
     }
 
     /// `raw` as a role name. One that is not a valid name names no role; the store is not asked
@@ -267,17 +258,18 @@ impl Auth {
 
     /// Refused unless `target` exists ([`Refusal::UserNotFound`]) and `actor` holds every
     /// permission `target`'s roles allow ([`AuthError::Forbidden`]; see [`Actor`]).
-    async fn may_act_on(&self, actor: Actor, target: UserId) -> Result<(), AuthError> {
+    /// Every role as stored, for a caller that needs them next.
+    async fn may_act_on(&self, actor: Actor, target: UserId) -> Result<Vec<Role>, AuthError> {
         let account = self
             .db
             .account(target)
             .await?
             .ok_or(AuthError::Refused(Refusal::UserNotFound))?;
-        if actor.id == target {
-            return Ok(());
-        }
         let roles = self.db.roles().await?;
-        actor.covers(permissions_of(&roles, &account.user.roles))
+        if actor.id != target {
+            actor.covers(permissions_of(&roles, &account.user.roles))?;
+        }
+        Ok(roles)
     }
 
     /// The role named `name` as stored; [`Refusal::RoleNotFound`] if there is none.

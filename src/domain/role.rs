@@ -207,11 +207,6 @@ impl RoleName {
         Self(Self::USER.to_owned())
     }
 
-    /// Whether this is one of the built-in roles, which cannot be changed or deleted.
-    pub fn is_builtin(&self) -> bool {
-        matches!(self.0.as_str(), Self::ADMIN | Self::USER)
-    }
-
     /// Whether this is `admin`.
     pub fn is_admin(&self) -> bool {
         self.0 == Self::ADMIN
@@ -298,8 +293,7 @@ mod tests {
         for bad in ["Admin", "1st", "-x", "a,b", "a b", "rôle", ""] {
             assert!(RoleName::parse(bad).is_err(), "{bad}");
         }
-        assert!(RoleName::admin().is_builtin() && RoleName::user().is_builtin());
-        assert!(!RoleName::parse("support").expect("valid").is_builtin());
+        assert!(RoleName::admin().is_admin() && !RoleName::user().is_admin());
     }
 
     #[test]

@@ -560,22 +560,8 @@ mod tests {
     }
 
     async fn session(db: &Db, user: UserId, byte: u8) -> SessionId {
-        let new = NewSession {
-            user,
-            now: NOW,
-            expires_at: NOW + 86_400,
-            user_agent: None,
-            ip: None,
-            verified_hash: "$2b$04$old",
-        };
-        let record = TokenRecord {
-            hash: [byte; 32],
-            jti: format!("jti-{byte}"),
-            issued_at: NOW,
-        };
-        db.create_session(&new, &record)
+        crate::store::test_session(db, user, "$2b$04$old", byte, NOW)
             .await
-            .expect("a session")
             .expect("the password is unchanged")
     }
 

@@ -194,3 +194,29 @@ pub(crate) async fn test_database() -> (tempfile::TempDir, Db) {
     migrate(&db).await.expect("migrations");
     (dir, db)
 }
+
+/// Opens a session for `user` at `now` (a day long), as a login that verified `verified_hash`
+/// would, with a refresh token hashed as `[byte; 32]`; `None` if the store refused it.
+#[cfg(test)]
+pub(crate) async fn test_session(
+    db: &Db,
+    user: crate::domain::UserId,
+    verified_hash: &str,
+    byte: u8,
+    now: i64,
+) -> Option<crate::domain::SessionId> {
+    let new = NewSession {
+        user,
+        now,
+        expires_at: now + 86_400,
+        user_agent: None,
+        ip: None,
+        verified_hash,
+    };
+    let record = TokenRecord {
+        hash: [byte; 32],
+        jti: format!("jti-{byte}"),
+        issued_at: now,
+    };
+    db.create_session(&new, &record).await.expect("ran")
+}

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::domain::Username;
-use crate::store::{NewSession, TokenRecord};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -22,20 +21,7 @@ async fn admin(db: &Db, name: &str) -> UserId {
 }
 
 async fn session(db: &Db, user: UserId, byte: u8) -> Option<SessionId> {
-    let new = NewSession {
-        user,
-        now: NOW,
-        expires_at: NOW + 86_400,
-        user_agent: None,
-        ip: None,
-        verified_hash: "$2b$04$hash",
-    };
-    let record = TokenRecord {
-        hash: [byte; 32],
-        jti: format!("jti-{byte}"),
-        issued_at: NOW,
-    };
-    db.create_session(&new, &record).await.expect("ran")
+    crate::store::test_session(db, user, "$2b$04$hash", byte, NOW).await
 }
 
 use crate::domain::SessionId;
