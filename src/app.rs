@@ -87,7 +87,7 @@ impl App {
         let hasher =
             PasswordHasher::new(settings.bcrypt_cost, settings.hash_queue, metrics.clone());
         if let Some(admin) = &settings.admin {
-            bootstrap_admin(&db, &hasher, admin, clock.unix_now()).await?;
+            bootstrap_admin(&db, &hasher, admin, clock.unix_now(), &metrics).await?;
         }
         let auth = Auth::new(
             db.clone(),
@@ -186,8 +186,10 @@ async fn bootstrap_admin(
     hasher: &PasswordHasher,
     admin: &AdminAccount,
     now: i64,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    match admin::ensure_admin(db, hasher, admin, now).await {
+    let source = admin::BootstrapSource::Environment;
+    match admin::ensure_admin(db, hasher, admin, now, source, metrics).await {
         Ok(_) => Ok(()),
         Err(AuthError::Taken(UniqueField::Username)) => {
             anyhow::bail!("ADMIN_USERNAME is taken by another account")

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString, zeroize::Zeroize};
 
 use cerego::app::{App, shutdown_signal};
 use cerego::auth::AuthError;
-use cerego::auth::admin::{AdminBootstrap, ensure_admin};
+use cerego::auth::admin::{AdminBootstrap, BootstrapSource, ensure_admin};
 use cerego::auth::clock::{Clock, SystemClock};
 use cerego::auth::passwords::PasswordHasher;
 use cerego::config::{
@@ -231,8 +231,16 @@ async fn ensure_admin_in(
             .context("cannot prepare the database (is DATABASE_URL reachable?)")?;
     }
     let metrics = Arc::new(Metrics::new(db.kind()));
-    let hasher = PasswordHasher::new(command.bcrypt_cost, command.hash_queue, metrics);
-    let done = ensure_admin(&db, &hasher, admin, SystemClock.unix_now()).await;
+    let hasher = PasswordHasher::new(command.bcrypt_cost, command.hash_queue, metrics.clone());
+    let done = ensure_admin(
+        &db,
+        &hasher,
+        admin,
+        SystemClock.unix_now(),
+        BootstrapSource::Command,
+        &metrics,
+    )
+    .await;
     db.close().await;
     done
 }

@@ -138,6 +138,13 @@ pub struct Metrics {
     mail_failed_attempts: Family<KindLabels, Counter>,
     mail_expired: Family<KindLabels, Counter>,
     mail_queue_depth: Gauge,
+    audit_events: Family<EventLabels, Counter>,
+    audit_purged: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -390,6 +397,23 @@ impl Metrics {
         for reason in RevokeReason::ALL.map(RevokeReason::name) {
             drop(sessions_revoked.get_or_create(&ReasonLabels { reason }));
         }
+        let audit_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "audit_events",
+            "Audit events written (committed with the change they record), by event",
+            audit_events.clone(),
+        );
+        for event in crate::domain::AuditEvent::ALL {
+            drop(audit_events.get_or_create(&EventLabels {
+                event: event.as_str(),
+            }));
+        }
+        let audit_purged = Counter::default();
+        registry.register(
+            "audit_events_purged",
+            "Audit events deleted by the retention purge (AUDIT_RETENTION_DAYS)",
+            audit_purged.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -425,7 +449,23 @@ impl Metrics {
             mail_failed_attempts,
             mail_expired,
             mail_queue_depth,
+            audit_events,
+            audit_purged,
         }
+    }
+
+    /// Counts one audit event written.
+    pub fn record_audit_event(&self, event: crate::domain::AuditEvent) {
+        self.audit_events
+            .get_or_create(&EventLabels {
+                event: event.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts audit events deleted by the retention purge.
+    pub fn record_audit_purged(&self, count: u64) {
+        self.audit_purged.inc_by(count);
     }
 
     /// Counts one rate-limit check of `rule` (a fixed name) and, when refused, one 429.

@@ -31,6 +31,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, LogFormat};
 
+/// The field of an audit line (`"audience": "audit"`) that holds the event's details as JSON.
+pub const AUDIT_DETAILS: &str = "details";
+
 /// What `RUST_LOG` defaults to.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn";
 
@@ -152,7 +155,17 @@ impl Visit for JsonFields<'_, '_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |out| json_string(out, value));
+        // An audit line's `details` is a JSON object already (canonical, made by the store):
+        // written as one, so collectors see the same shape as the API. Anything else named so
+        // (or text that does not parse) stays a string.
+        if field.name() == AUDIT_DETAILS
+            && value.starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(value).is_ok()
+        {
+            self.field(field, |out| out.write_str(value));
+        } else {
+            self.field(field, |out| json_string(out, value));
+        }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {

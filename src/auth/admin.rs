@@ -3,8 +3,8 @@
 //! caller may do any of this is the HTTP layer's check (its permission guard); this layer
 //! checks only what the change itself must respect (the last admin, built-in roles).
 //!
-//! Every change is logged at info with `actor_user_id` and `target_user_id` (ids only, never an
-//! address): the audit trail to come builds on these lines.
+//! Every change is recorded in the audit trail, in the change's transaction: actor, target,
+//! the client, and what changed (ids and role names, never an address).
 
 use crate::config::AdminAccount;
 use crate::domain::{Account, Permissions, Role, RoleName, UniqueField, UserId};
@@ -12,7 +12,9 @@ use crate::metrics::RevokeReason;
 use crate::store::{AccountQuery, AdminGrant, Db, Refusal, StoreError};
 
 use super::passwords::PasswordHasher;
-use super::{Auth, AuthError};
+use super::{Auth, AuthError, ClientInfo};
+use crate::domain::AuditEvent;
+use crate::metrics::Metrics;
 
 /// One page of [`Auth::accounts`], newest first.
 #[derive(Debug)]
@@ -135,10 +137,21 @@ impl Auth {
         actor: Actor,
         target: UserId,
         disabled: bool,
+        client: &ClientInfo,
     ) -> Result<Account, AuthError> {
         self.may_act_on(actor, target).await?;
-        let (account, revoked) =
-            refused(self.db.set_disabled(target, disabled, self.now()).await?)?;
+        let event = if disabled {
+            AuditEvent::UserDisabled
+        } else {
+            AuditEvent::UserEnabled
+        };
+        let audit = client.success(event).by(actor.id).on(target);
+        let (account, revoked) = refused(
+            self.db
+                .set_disabled(target, disabled, self.now(), &audit)
+                .await?,
+        )?;
+        self.audited([&audit]);
         self.metrics
             .record_sessions_revoked(RevokeReason::Admin, revoked);
         tracing::info!(
@@ -157,9 +170,19 @@ impl Auth {
 
     /// Deletes `target` with its sessions and tokens; its e-mail address and username become
     /// free. Refused if it is the last enabled admin.
-    pub async fn delete_account(&self, actor: Actor, target: UserId) -> Result<(), AuthError> {
+    pub async fn delete_account(
+        &self,
+        actor: Actor,
+        target: UserId,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         self.may_act_on(actor, target).await?;
-        refused(self.db.delete_user(target).await?)?;
+        let audit = client
+            .success(AuditEvent::UserDeleted)
+            .by(actor.id)
+            .on(target);
+        refused(self.db.delete_user(target, &audit).await?)?;
+        self.audited([&audit]);
         tracing::info!(
             actor_user_id = actor.id.get(),
             target_user_id = target.get(),
@@ -170,9 +193,22 @@ impl Auth {
 
     /// Ends every session of `target` (counted under `admin`); [`Refusal::UserNotFound`] if
     /// there is no such account.
-    pub async fn end_sessions(&self, actor: Actor, target: UserId) -> Result<(), AuthError> {
+    pub async fn end_sessions(
+        &self,
+        actor: Actor,
+        target: UserId,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         self.may_act_on(actor, target).await?;
-        let revoked = self.db.revoke_all_sessions(target, self.now()).await?;
+        let audit = client
+            .success(AuditEvent::SessionRevoked)
+            .by(actor.id)
+            .on(target);
+        let revoked = self
+            .db
+            .revoke_all_sessions(target, self.now(), &audit)
+            .await?;
+        self.audited([&audit]);
         self.metrics
             .record_sessions_revoked(RevokeReason::Admin, revoked);
         tracing::info!(
@@ -191,10 +227,21 @@ impl Auth {
         actor: Actor,
         target: UserId,
         role: &str,
+        client: &ClientInfo,
     ) -> Result<(), AuthError> {
         let role = self.existing_role_name(target, role).await?;
         self.may_grant(actor, target, &role).await?;
-        refused(self.db.grant_role(target, &role, self.now()).await?)?;
+        let audit = client
+            .success(AuditEvent::RoleGranted)
+            .by(actor.id)
+            .on(target)
+            .with("role", role.as_str());
+        refused(
+            self.db
+                .grant_role(target, &role, self.now(), &audit)
+                .await?,
+        )?;
+        self.audited([&audit]);
         tracing::info!(
             actor_user_id = actor.id.get(),
             target_user_id = target.get(),
@@ -212,10 +259,17 @@ impl Auth {
         actor: Actor,
         target: UserId,
         role: &str,
+        client: &ClientInfo,
     ) -> Result<(), AuthError> {
         let role = self.existing_role_name(target, role).await?;
         self.may_grant(actor, target, &role).await?;
-        refused(self.db.revoke_role(target, &role).await?)?;
+        let audit = client
+            .success(AuditEvent::RoleRevoked)
+            .by(actor.id)
+            .on(target)
+            .with("role", role.as_str());
+        refused(self.db.revoke_role(target, &role, &audit).await?)?;
+        self.audited([&audit]);
         tracing::info!(
             actor_user_id = actor.id.get(),
             target_user_id = target.get(),
@@ -289,13 +343,24 @@ impl Auth {
 
     /// Creates a custom role; [`Refusal::RoleExists`] if the name is taken (built-in names
     /// included).
-    pub async fn create_role(&self, actor: Actor, role: Role) -> Result<Role, AuthError> {
+    pub async fn create_role(
+        &self,
+        actor: Actor,
+        role: Role,
+        client: &ClientInfo,
+    ) -> Result<Role, AuthError> {
         let role = Role {
             builtin: false,
             ..role
         };
         actor.covers(role.permissions)?;
-        refused(self.db.create_role(&role, self.now()).await?)?;
+        let audit = client
+            .success(AuditEvent::RoleCreated)
+            .by(actor.id)
+            .with("role", role.name.as_str())
+            .with("permissions", role.permissions.names());
+        refused(self.db.create_role(&role, self.now(), &audit).await?)?;
+        self.audited([&audit]);
         tracing::info!(
             actor_user_id = actor.id.get(),
             role = role.name.as_str(),
@@ -314,6 +379,7 @@ impl Auth {
         name: &str,
         description: &str,
         permissions: Permissions,
+        client: &ClientInfo,
     ) -> Result<Role, AuthError> {
         let name = RoleName::parse(name).map_err(|_| AuthError::Refused(Refusal::RoleNotFound))?;
         let stored = self.stored_role(&name).await?;
@@ -321,11 +387,18 @@ impl Auth {
             actor.covers(stored.permissions)?;
             actor.covers(permissions)?;
         }
+        let audit = client
+            .success(AuditEvent::RoleUpdated)
+            .by(actor.id)
+            .with("role", name.as_str())
+            .with("permissions", permissions.names())
+            .with("previous_permissions", stored.permissions.names());
         let role = refused(
             self.db
-                .update_role(&name, description, permissions, self.now())
+                .update_role(&name, description, permissions, self.now(), &audit)
                 .await?,
         )?;
+        self.audited([&audit]);
         tracing::info!(
             actor_user_id = actor.id.get(),
             role = role.name.as_str(),
@@ -337,13 +410,24 @@ impl Auth {
 
     /// Deletes the custom role named `name` and every grant of it; [`Refusal::RoleNotFound`]
     /// for an unknown (or invalid) name, [`Refusal::BuiltinRole`] for `admin` and `user`.
-    pub async fn delete_role(&self, actor: Actor, name: &str) -> Result<(), AuthError> {
+    pub async fn delete_role(
+        &self,
+        actor: Actor,
+        name: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let name = RoleName::parse(name).map_err(|_| AuthError::Refused(Refusal::RoleNotFound))?;
         let stored = self.stored_role(&name).await?;
         if !stored.builtin {
             actor.covers(stored.permissions)?;
         }
-        refused(self.db.delete_role(&name).await?)?;
+        let audit = client
+            .success(AuditEvent::RoleDeleted)
+            .by(actor.id)
+            .with("role", name.as_str())
+            .with("permissions", stored.permissions.names());
+        refused(self.db.delete_role(&name, &audit).await?)?;
+        self.audited([&audit]);
         tracing::info!(
             actor_user_id = actor.id.get(),
             role = name.as_str(),
@@ -364,20 +448,59 @@ impl Auth {
 /// proved it receives mail there (anyone may sign up with the address an operator names
 /// later: promoting it would hand the service to them). A disabled account is not enabled
 /// again (a warning says so).
+///
+/// Audit: `admin.bootstrapped` (no actor, the account as target; `created` and `source`,
+/// `environment` or `command`, in its details) when the account was created or given `admin`.
 pub async fn ensure_admin(
     db: &Db,
     hasher: &PasswordHasher,
     admin: &AdminAccount,
     now: i64,
+    source: BootstrapSource,
+    metrics: &Metrics,
 ) -> Result<AdminBootstrap, AuthError> {
-    if let Some(done) = grant_existing(db, admin, now).await? {
+    let audit = ClientInfo::default()
+        .success(AuditEvent::AdminBootstrapped)
+        .with("source", source.as_str());
+    let done = ensure(db, hasher, admin, now, &audit).await;
+    super::audit::written(metrics, [&audit]);
+    done
+}
+
+/// Where [`ensure_admin`] was asked from, for its audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapSource {
+    /// `ADMIN_EMAIL`, `ADMIN_USERNAME` and `ADMIN_PASSWORD` at start-up.
+    Environment,
+    /// `cerego create-admin`.
+    Command,
+}
+
+impl BootstrapSource {
+    /// `environment` or `command`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Environment => "environment",
+            Self::Command => "command",
+        }
+    }
+}
+
+async fn ensure(
+    db: &Db,
+    hasher: &PasswordHasher,
+    admin: &AdminAccount,
+    now: i64,
+    audit: &crate::store::AuditEntry,
+) -> Result<AdminBootstrap, AuthError> {
+    if let Some(done) = grant_existing(db, admin, now, audit).await? {
         return Ok(done);
     }
     let admission = hasher.admit().await?;
     let hash = hasher
         .hash(admission, admin.password.clone().into_secret())
         .await?;
-    match db.insert_admin(&admin.account, &hash, now).await {
+    match db.insert_admin(&admin.account, &hash, now, audit).await {
         Ok(user) => {
             tracing::info!(user_id = user.id.get(), "admin account created");
             Ok(AdminBootstrap::Created(user.id))
@@ -386,7 +509,7 @@ pub async fn ensure_admin(
         // already), or the username is another account's. Which index refused the row does not
         // tell: with both taken, SQLite names the one created last, the username's. So the
         // address decides: an account that has it now is the other process's.
-        Err(StoreError::Conflict(_)) => match grant_existing(db, admin, now).await? {
+        Err(StoreError::Conflict(_)) => match grant_existing(db, admin, now, audit).await? {
             Some(done) => Ok(done),
             // The caller says so, in its own words (a setting at start-up, a flag in the CLI).
             None => Err(AuthError::Taken(UniqueField::Username)),
@@ -400,8 +523,12 @@ async fn grant_existing(
     db: &Db,
     admin: &AdminAccount,
     now: i64,
+    audit: &crate::store::AuditEntry,
 ) -> Result<Option<AdminBootstrap>, AuthError> {
-    let done = match db.grant_admin_by_email(&admin.account.email, now).await? {
+    let done = match db
+        .grant_admin_by_email(&admin.account.email, now, audit)
+        .await?
+    {
         AdminGrant::NoAccount => return Ok(None),
         AdminGrant::Granted(id) => {
             tracing::info!(

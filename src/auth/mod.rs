@@ -2,6 +2,7 @@
 //! ([`recovery`]). No HTTP, no SQL.
 
 pub mod admin;
+pub mod audit;
 pub mod clock;
 mod flight;
 pub mod passwords;
@@ -16,7 +17,7 @@ use secrecy::SecretString;
 use std::sync::Arc;
 
 use crate::config::{RecoverySettings, SessionSettings};
-use crate::domain::{Email, NewPassword, NewUser, UniqueField, User, UserId};
+use crate::domain::{AuditEvent, Email, NewPassword, NewUser, UniqueField, User, UserId};
 use crate::limits::{self, Limiter};
 use crate::mail::Mailer;
 use crate::metrics::{LoginOutcome, Metrics};
@@ -202,7 +203,15 @@ impl Auth {
     /// indexes (race-proof), so concurrent sign-ups give one account and the rest [`AuthError::Taken`].
     /// Sign-ups of one e-mail address or username take turns (see [`flight`]), so those that
     /// lose to one in flight find its row and answer without hashing a password.
-    pub async fn signup(&self, new: NewUser, password: NewPassword) -> Result<User, AuthError> {
+    ///
+    /// Audit: `user.signed_up` and `email.verification_sent`, no actor, the new account as
+    /// target, written with the account.
+    pub async fn signup(
+        &self,
+        new: NewUser,
+        password: NewPassword,
+        client: &ClientInfo,
+    ) -> Result<User, AuthError> {
         // Always the e-mail address before the username: with one fixed order, two sign-ups
         // can never each hold the name the other waits for.
         let email = (self.signups).join(format!("email:{}", new.email.as_str().to_lowercase()));
@@ -218,7 +227,15 @@ impl Auth {
         }
         let hash = self.hasher.hash(admission, password.into_secret()).await?;
         let (token, mail) = self.signup_verification(new.email.as_str(), new.username.as_str())?;
-        let user = self.db.insert_user(&new, &hash, &token, &mail).await?;
+        let audit = [
+            client.success(AuditEvent::UserSignedUp),
+            client.success(AuditEvent::EmailVerificationSent),
+        ];
+        let user = self
+            .db
+            .insert_user(&new, &hash, &token, &mail, &audit)
+            .await?;
+        self.audited(&audit);
         self.mailer.wake();
         tracing::info!(user_id = user.id.get(), "account created");
         Ok(user)
@@ -246,6 +263,12 @@ impl Auth {
                         retry_after_secs = throttled.retry_after.as_secs_f64().ceil(),
                         "login throttled"
                     );
+                    // No target and no login name: the throttle refuses before any lookup
+                    // (and what was typed may be a password).
+                    let entry = client
+                        .failure(AuditEvent::LoginThrottled)
+                        .with("scope", throttled.scope.name());
+                    self.record_refusal(entry).await?;
                     return Err(AuthError::Throttled(throttled.retry_after));
                 }
                 Err(unavailable) => return Err(AuthError::Unavailable(unavailable.into())),
@@ -300,11 +323,15 @@ impl Auth {
                 if disabled {
                     self.metrics.record_login(LoginOutcome::Failure);
                     tracing::info!(user_id = user_id.get(), "login refused: account disabled");
+                    self.login_failed(client, Some(user_id), "account_disabled")
+                        .await?;
                     return Err(AuthError::AccountDisabled);
                 }
                 if self.recovery.require_email_verification && !verified {
                     self.metrics.record_login(LoginOutcome::Failure);
                     tracing::info!(user_id = user_id.get(), "login refused: email not verified");
+                    self.login_failed(client, Some(user_id), "email_not_verified")
+                        .await?;
                     return Err(AuthError::EmailNotVerified);
                 }
                 self.metrics.record_login(LoginOutcome::Success);
@@ -316,9 +343,35 @@ impl Auth {
                 self.metrics.record_login(LoginOutcome::Failure);
                 // A number for a known account, no field at all for an unknown one.
                 tracing::info!(user_id = user_id.map(UserId::get), "login failed");
+                self.login_failed(client, user_id, "invalid_credentials")
+                    .await?;
                 Err(AuthError::InvalidCredentials)
             }
         }
+    }
+
+    /// Records `auth.login_failed`: the account as target when the login named a known one,
+    /// nothing of the name otherwise (people type passwords into the username field).
+    async fn login_failed(
+        &self,
+        client: &ClientInfo,
+        account: Option<UserId>,
+        reason: &'static str,
+    ) -> Result<(), AuthError> {
+        let mut entry = client
+            .failure(AuditEvent::LoginFailed)
+            .with("reason", reason);
+        entry.target = account;
+        self.record_refusal(entry).await
+    }
+
+    /// Writes an event that records no change (a refused attempt) in a transaction of its own.
+    /// A database that cannot take it makes the request fail (503) rather than go unrecorded.
+    async fn record_refusal(&self, entry: crate::store::AuditEntry) -> Result<(), AuthError> {
+        let entries = [entry];
+        self.db.append_audit(&entries).await?;
+        self.audited(&entries);
+        Ok(())
     }
 
     /// The stored hash if bcrypt can check it. An account adopted from the FastAPI system may

@@ -17,8 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use super::sessions::secs;
-use super::{Auth, AuthError};
-use crate::domain::{Email, NewPassword, SessionId, User};
+use super::{Auth, AuthError, ClientInfo};
+use crate::domain::{AuditEvent, Email, NewPassword, SessionId, User};
 use crate::limits::login_key;
 use crate::metrics::RevokeReason;
 use crate::store::{NewAccountToken, PasswordChange, PasswordReset, TokenOwner, TokenPurpose};
@@ -188,7 +188,14 @@ impl Auth {
     /// average) delays its answer by the excess. A write that fails is logged and answered 202
     /// like the rest, since a 503 would single the address out. Mail is never sent inline, so
     /// no SMTP time shows.
-    pub async fn forgot_password(&self, email: &Email) -> Result<(), AuthError> {
+    ///
+    /// Audit: `password.reset_requested` for a known (enabled) account, no actor, the account
+    /// as target, written with the link; nothing for an unknown address.
+    pub async fn forgot_password(
+        &self,
+        email: &Email,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         // A disabled account is answered as an unknown address: no link, the same wait.
         let account = match self.db.credentials_by_email(email).await? {
             Some(account) if account.disabled => {
@@ -225,14 +232,18 @@ impl Auth {
         )?;
         let started = Instant::now();
         let deadline = started + self.forgot_write.budget();
+        let audit = client
+            .success(AuditEvent::PasswordResetRequested)
+            .on(account.user_id);
         let written = self
             .db
-            .issue_password_reset(account.user_id, &row, &mail)
+            .issue_password_reset(account.user_id, &row, &mail, &audit)
             .await;
         self.forgot_write.record(started.elapsed());
         tokio::time::sleep_until(deadline.into()).await;
         match written {
             Ok(()) => {
+                self.audited([&audit]);
                 self.mailer.wake();
                 tracing::info!(user_id = account.user_id.get(), "password reset requested");
             }
@@ -281,11 +292,14 @@ impl Auth {
     /// verified, the other reset tokens are deleted, every session is revoked and a "your
     /// password was changed" mail is queued; then the login throttle of the account is cleared
     /// for `ip`.
+    ///
+    /// Audit: `password.reset_completed`, no actor (the client holds a link, not a session),
+    /// the account as target, the sessions revoked in its details.
     pub async fn reset_password(
         &self,
         raw_token: &str,
         new_password: SecretString,
-        ip: IpAddr,
+        client: &ClientInfo,
     ) -> Result<(), AuthError> {
         let token = AccountToken::presented(TokenPurpose::PasswordReset, raw_token)
             .ok_or(AuthError::InvalidAccountToken)?;
@@ -310,7 +324,10 @@ impl Auth {
             now,
             notice: &notice,
         };
-        let Some(revoked) = self.db.reset_password(&reset).await? else {
+        let audit = client
+            .success(AuditEvent::PasswordResetCompleted)
+            .on(owner.user_id);
+        let Some(revoked) = self.db.reset_password(&reset, &audit).await? else {
             // Used up or expired while the new password was being hashed.
             tracing::info!(
                 user_id = owner.user_id.get(),
@@ -318,6 +335,7 @@ impl Auth {
             );
             return Err(AuthError::InvalidAccountToken);
         };
+        self.audited([&audit]);
         self.mailer.wake();
         self.metrics
             .record_sessions_revoked(RevokeReason::PasswordReset, revoked);
@@ -330,9 +348,12 @@ impl Auth {
         // the client waiting for the answer (a request's future is dropped when it hangs up).
         let limiter = self.limiter.clone();
         let names = [login_key(&owner.email), login_key(&owner.username)];
+        let ip = client.ip;
         let cleared = tokio::spawn(async move {
             let [email, username] = &names;
-            limiter.login_succeeded(&[email, username], ip).await;
+            if let Some(ip) = ip {
+                limiter.login_succeeded(&[email, username], ip).await;
+            }
         });
         // The answer waits for it, so a login right after the 204 finds the throttle cleared.
         if let Err(err) = cleared.await {
@@ -344,7 +365,13 @@ impl Auth {
     /// `POST /auth/email/verification`: queues another verification mail for `user`
     /// ([`AuthError::EmailAlreadyVerified`] if the address is confirmed). Earlier verification
     /// tokens keep working until they expire.
-    pub async fn request_verification(&self, user: &User) -> Result<(), AuthError> {
+    ///
+    /// Audit: `email.verification_sent`, by and on `user`.
+    pub async fn request_verification(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         if user.email_verified_at.is_some() {
             return Err(AuthError::EmailAlreadyVerified);
         }
@@ -361,13 +388,18 @@ impl Auth {
             now,
             row.expires_at,
         )?;
+        let audit = client
+            .success(AuditEvent::EmailVerificationSent)
+            .by(user.id)
+            .on(user.id);
         if !self
             .db
-            .issue_email_verification(user.id, &row, &mail)
+            .issue_email_verification(user.id, &row, &mail, &audit)
             .await?
         {
             return Err(AuthError::EmailAlreadyVerified);
         }
+        self.audited([&audit]);
         self.mailer.wake();
         tracing::info!(user_id = user.id.get(), "verification mail requested");
         Ok(())
@@ -375,14 +407,23 @@ impl Auth {
 
     /// `POST /auth/email/verify`: uses up a verification token and marks its account's address
     /// verified.
-    pub async fn verify_email(&self, raw_token: &str) -> Result<(), AuthError> {
+    ///
+    /// Audit: `email.verified` (when the address was not verified before), no actor, the
+    /// token's owner as target.
+    pub async fn verify_email(
+        &self,
+        raw_token: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let token = AccountToken::presented(TokenPurpose::EmailVerification, raw_token)
             .ok_or(AuthError::InvalidAccountToken)?;
+        let audit = client.success(AuditEvent::EmailVerified);
         let user = self
             .db
-            .verify_email(&token.hash(), self.now())
+            .verify_email(&token.hash(), self.now(), &audit)
             .await?
             .ok_or(AuthError::InvalidAccountToken)?;
+        self.audited([&audit]);
         tracing::info!(user_id = user.get(), "email verified");
         Ok(())
     }
@@ -394,14 +435,20 @@ impl Auth {
     /// password is [`AuthError::WrongCurrentPassword`]. On success, in one transaction: the new
     /// hash is stored, every session but `session` is revoked, outstanding reset tokens are
     /// deleted and a "your password was changed" mail is queued.
+    ///
+    /// Audit: `password.changed`, by and on `user`, the sessions revoked in its details; a
+    /// throttled attempt records `auth.login_throttled` on `user`.
     pub async fn change_password(
         &self,
         user: &User,
         session: SessionId,
         current: SecretString,
         new_password: SecretString,
-        ip: IpAddr,
+        client: &ClientInfo,
     ) -> Result<(), AuthError> {
+        let ip = client
+            .ip
+            .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
         let password = NewPassword::parse(new_password, &[&user.email, &user.username])
             .map_err(AuthError::PasswordRefused)?;
         let email_key = login_key(&user.email);
@@ -414,6 +461,13 @@ impl Auth {
                     retry_after_secs = throttled.retry_after.as_secs_f64().ceil(),
                     "password change throttled"
                 );
+                let entry = client
+                    .failure(AuditEvent::LoginThrottled)
+                    .by(user.id)
+                    .on(user.id)
+                    .with("scope", throttled.scope.name())
+                    .with("during", "password_change");
+                self.record_refusal(entry).await?;
                 return Err(AuthError::Throttled(throttled.retry_after));
             }
             Err(unavailable) => return Err(AuthError::Unavailable(unavailable.into())),
@@ -450,7 +504,11 @@ impl Auth {
             now,
             notice: &notice,
         };
-        let Some(revoked) = self.db.change_password(&change).await? else {
+        let audit = client
+            .success(AuditEvent::PasswordChanged)
+            .by(user.id)
+            .on(user.id);
+        let Some(revoked) = self.db.change_password(&change, &audit).await? else {
             // Another change or a reset set a new password meanwhile: the one verified is no
             // longer current.
             tracing::info!(
@@ -459,6 +517,7 @@ impl Auth {
             );
             return Err(AuthError::WrongCurrentPassword);
         };
+        self.audited([&audit]);
         self.mailer.wake();
         self.metrics
             .record_sessions_revoked(RevokeReason::PasswordChange, revoked);

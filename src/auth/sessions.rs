@@ -3,9 +3,10 @@
 
 use super::tokens::{AccessToken, RefreshToken, TokenRejection, new_jti};
 use super::{Auth, AuthError};
+use crate::domain::AuditEvent;
 use crate::domain::{Permissions, RoleName, Session, SessionId, User, UserId};
 use crate::metrics::RevokeReason;
-use crate::store::{NewSession, Rotation, TokenRecord};
+use crate::store::{AuditEntry, NewSession, Rotation, TokenRecord};
 
 /// What a login or a refresh hands out.
 #[derive(Debug)]
@@ -27,13 +28,15 @@ impl std::fmt::Debug for AccessToken {
     }
 }
 
-/// Who is calling, as recorded with a new session.
-#[derive(Debug, Default)]
+/// Who is calling, as recorded with a new session and in the audit trail.
+#[derive(Debug, Default, Clone)]
 pub struct ClientInfo {
     /// `User-Agent`.
     pub user_agent: Option<String>,
     /// The client's address (the TCP peer, or as trusted proxies forwarded it).
     pub ip: Option<std::net::IpAddr>,
+    /// The request's `x-request-id` (as echoed to the client).
+    pub request_id: Option<String>,
 }
 
 /// A verified access token whose session is active, and its user.
@@ -118,13 +121,17 @@ impl Auth {
             ip: ip.as_deref(),
             verified_hash,
         };
-        let Some(session) = self.db.create_session(&new, &record).await? else {
+        let audit = client.success(AuditEvent::LoginSucceeded).by(user).on(user);
+        let Some(session) = self.db.create_session(&new, &record, &audit).await? else {
             tracing::info!(
                 user_id = user.get(),
                 "login refused: the password changed while it was being checked"
             );
+            self.login_failed(client, Some(user), "invalid_credentials")
+                .await?;
             return Err(AuthError::InvalidCredentials);
         };
+        self.audited([&audit]);
         self.metrics.record_session_opened();
         tracing::info!(
             user_id = user.get(),
@@ -140,7 +147,10 @@ impl Auth {
     /// Metrics: a rotation counts as refreshed; a replay within the grace window does not (it
     /// hands out the pair already counted, so `cerego_sessions_refreshed_total` counts refresh
     /// tokens issued, not requests); a reuse counts one session revoked for `refresh_reuse`.
-    pub async fn refresh(&self, presented: &str) -> Result<Tokens, AuthError> {
+    ///
+    /// Audit: a reuse records `auth.refresh_reuse_detected` (no actor, the session's owner as
+    /// target) with the revocation; a rotation or replay records nothing.
+    pub async fn refresh(&self, presented: &str, client: &ClientInfo) -> Result<Tokens, AuthError> {
         let presented = RefreshToken::presented(presented).ok_or(AuthError::InvalidRefreshToken)?;
         let successor = self.tokens.successor(&presented);
         let now = self.now();
@@ -150,9 +160,16 @@ impl Auth {
             issued_at: now,
         };
         let grace = secs(self.sessions.refresh_grace);
+        let reuse = client.failure(AuditEvent::RefreshReuseDetected);
         let rotation = self
             .db
-            .rotate_refresh_token(&presented.hash(), &record, self.idle_cutoff(now), grace)
+            .rotate_refresh_token(
+                &presented.hash(),
+                &record,
+                self.idle_cutoff(now),
+                grace,
+                &reuse,
+            )
             .await?;
         match rotation {
             Rotation::Rotated {
@@ -189,10 +206,12 @@ impl Auth {
                 };
                 self.tokens_for(user, session, &record, successor, expires_at, now, &roles)
             }
-            Rotation::Reused { session } => {
+            Rotation::Reused { user, session } => {
+                self.audited([&reuse]);
                 self.metrics
                     .record_sessions_revoked(RevokeReason::RefreshReuse, 1);
                 tracing::warn!(
+                    user_id = user.get(),
                     session_id = session.get(),
                     "rotated refresh token reused: session revoked"
                 );
@@ -230,24 +249,48 @@ impl Auth {
         })
     }
 
-    /// Ends one of `user`'s sessions (`DELETE /auth/sessions/{id}`; counted as `revoked`).
-    pub async fn revoke_session(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
-        self.end_session(user, session, RevokeReason::Revoked).await
+    /// Ends one of `user`'s sessions (`DELETE /auth/sessions/{id}`; counted as `revoked`;
+    /// audited as `session.revoked`).
+    pub async fn revoke_session(
+        &self,
+        user: UserId,
+        session: SessionId,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let audit = client.success(AuditEvent::SessionRevoked);
+        self.end_session(user, session, RevokeReason::Revoked, audit)
+            .await
     }
 
-    /// Ends the caller's own session (`POST /auth/logout`; counted as `logout`).
-    pub async fn logout(&self, user: UserId, session: SessionId) -> Result<(), AuthError> {
-        self.end_session(user, session, RevokeReason::Logout).await
+    /// Ends the caller's own session (`POST /auth/logout`; counted as `logout`; audited as
+    /// `auth.logged_out`).
+    pub async fn logout(
+        &self,
+        user: UserId,
+        session: SessionId,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let audit = client.success(AuditEvent::LoggedOut);
+        self.end_session(user, session, RevokeReason::Logout, audit)
+            .await
     }
 
-    /// Ends one of `user`'s sessions and counts it under `reason`.
+    /// Ends one of `user`'s sessions, counts it under `reason` and records `audit` (by and on
+    /// `user`) with it.
     async fn end_session(
         &self,
         user: UserId,
         session: SessionId,
         reason: RevokeReason,
+        audit: AuditEntry,
     ) -> Result<(), AuthError> {
-        if self.db.revoke_session(user, session, self.now()).await? {
+        let audit = audit.by(user).on(user);
+        if self
+            .db
+            .revoke_session(user, session, self.now(), &audit)
+            .await?
+        {
+            self.audited([&audit]);
             self.metrics.record_sessions_revoked(reason, 1);
             tracing::info!(
                 user_id = user.get(),
@@ -263,8 +306,18 @@ impl Auth {
     /// Ends every session of `user`. Counts, under `logout_all`, the sessions the store revoked:
     /// every one not revoked before, including any that had already expired or gone idle but
     /// were not yet purged (the store's count; 0 if there were none).
-    pub async fn revoke_all_sessions(&self, user: UserId) -> Result<(), AuthError> {
-        let count = self.db.revoke_all_sessions(user, self.now()).await?;
+    /// Audited as `auth.logged_out_all`, with the count.
+    pub async fn revoke_all_sessions(
+        &self,
+        user: UserId,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let audit = client.success(AuditEvent::LoggedOutAll).by(user).on(user);
+        let count = self
+            .db
+            .revoke_all_sessions(user, self.now(), &audit)
+            .await?;
+        self.audited([&audit]);
         self.metrics
             .record_sessions_revoked(RevokeReason::LogoutAll, count);
         tracing::info!(user_id = user.get(), count, "all sessions revoked");
@@ -294,7 +347,7 @@ impl Auth {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
-fn cut(text: &str, max: usize) -> &str {
+pub(super) fn cut(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -4,12 +4,14 @@
 //! [`Email`], a [`Username`] or a [`NewPassword`] never re-checks it. Nothing in this module
 //! knows about HTTP or SQL.
 
+mod audit;
 mod email;
 pub mod password;
 mod role;
 mod user;
 mod username;
 
+pub use audit::{AuditEvent, Outcome};
 pub use email::{Email, EmailError};
 pub use password::{NewPassword, PasswordError, is_common_password};
 pub use role::{

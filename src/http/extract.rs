@@ -10,8 +10,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::error::{ApiError, BAD_TOKEN, FieldError, NOT_ENOUGH_PERMISSIONS};
 use super::rate_limit::VerifiedToken;
+use crate::auth::ClientInfo;
 use crate::domain::{FieldRule, Permission, Permissions, SessionId, User};
 
 mod params;
@@ -260,6 +262,27 @@ pub fn check<T, E: FieldRule>(
     parsed
         .map_err(|rule| errors.push(FieldError::rule(name, &rule)))
         .ok()
+}
+
+/// The client as sessions and the audit trail record it: its address (as the rate limiter sees
+/// it, from [`ClientIp`]), `User-Agent` and `x-request-id` (as echoed to it). Never refuses.
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Self {
+            user_agent: text(header::USER_AGENT.as_str()),
+            ip: parts.extensions.get::<ClientIp>().map(|ip| ip.0),
+            request_id: text(super::middleware::REQUEST_ID.as_str()),
+        })
+    }
 }
 
 /// The user and session the request's `Authorization: Bearer` token speaks for, if that session

@@ -29,7 +29,7 @@ use crate::telemetry::{self, RequestContext};
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The settings the stack enforces.
 #[derive(Debug, Clone)]

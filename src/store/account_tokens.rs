@@ -19,6 +19,7 @@
 use sqlx::{Connection, Database, Decode, Encode, Executor, IntoArguments, Type};
 use time::OffsetDateTime;
 
+use super::audit::{AuditEntry, AuditSql};
 use super::outbox::OutboxSql;
 use super::users::{UserRow, now_micros};
 use super::{Db, StoreError, dispatch};
@@ -126,15 +127,17 @@ impl Db {
         }
     }
 
-    /// Stores a new account with its first verification token and the mail carrying it, in one
-    /// transaction. A concurrent sign-up that took the e-mail or username first makes this
-    /// return [`StoreError::Conflict`] (and nothing is stored).
+    /// Stores a new account with its first verification token and the mail carrying it, and
+    /// the `audit` events (their target the new account), in one transaction. A concurrent
+    /// sign-up that took the e-mail or username first makes this return
+    /// [`StoreError::Conflict`] (and nothing is stored).
     pub async fn insert_user(
         &self,
         new: &NewUser,
         hashed_password: &str,
         verification: &NewAccountToken,
         mail: &QueuedMail,
+        audit: &[AuditEntry],
     ) -> Result<User, StoreError> {
         const SQL: &str = concat!(
             "INSERT INTO users (email, username, hashed_password, created_at, updated_at) ",
@@ -160,6 +163,9 @@ impl Db {
                 .bind(now.unix_timestamp())
                 .execute(&mut *tx)
                 .await?;
+            for entry in audit {
+                tx.append(entry, Some(row.id), &[]).await?;
+            }
             tx.commit().await?;
             Ok(row)
         })?;
@@ -168,8 +174,8 @@ impl Db {
         Ok(user)
     }
 
-    /// Replaces `user`'s password-reset tokens with `token` and queues `mail` (its link), in one
-    /// transaction: an earlier token stops working, and its mail, if still unsent, is dropped.
+    /// Replaces `user`'s password-reset tokens with `token` and queues `mail` (its link), with
+    /// the `audit` event, in one transaction: an earlier token stops working, and its mail, if still unsent, is dropped.
     ///
     /// Two requests at once must not both leave a token behind. On PostgreSQL the transaction
     /// first locks the user row, so the second waits for the first and then deletes its token
@@ -181,6 +187,7 @@ impl Db {
         user: UserId,
         token: &NewAccountToken,
         mail: &QueuedMail,
+        audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         const ENABLED: &str = "SELECT count(*) FROM users WHERE id = $1 AND disabled_at IS NULL";
         let lock = self.lock_user_first();
@@ -202,18 +209,20 @@ impl Db {
             }
             let id = tx.insert_account_token(user.get(), token).await?;
             tx.enqueue_mail(mail, Some(id)).await?;
+            tx.append(audit, None, &[]).await?;
             tx.commit().await
         })
     }
 
-    /// Stores another verification token for `user` and queues `mail` (its link), in one
-    /// transaction; earlier verification tokens keep working. `false` (nothing stored) if the
+    /// Stores another verification token for `user` and queues `mail` (its link), with the
+    /// `audit` event, in one transaction; earlier verification tokens keep working. `false` (nothing stored) if the
     /// address is already verified.
     pub async fn issue_email_verification(
         &self,
         user: UserId,
         token: &NewAccountToken,
         mail: &QueuedMail,
+        audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
@@ -222,6 +231,7 @@ impl Db {
                 return Ok(false);
             };
             tx.enqueue_mail(mail, Some(id)).await?;
+            tx.append(audit, None, &[]).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -259,6 +269,7 @@ impl Db {
     pub async fn reset_password(
         &self,
         reset: &PasswordReset<'_>,
+        audit: &AuditEntry,
     ) -> Result<Option<u64>, StoreError> {
         const PASSWORD: &str = "UPDATE users SET hashed_password = $1, updated_at = $2, \
             email_verified_at = COALESCE(email_verified_at, $2) \
@@ -293,17 +304,19 @@ impl Db {
             tx.delete_account_tokens(user, TokenPurpose::PasswordReset).await?;
             let revoked = tx.revoke_sessions(user, None, reset.now).await?;
             tx.enqueue_mail(reset.notice, None).await?;
+            tx.append(audit, None, &[("sessions_revoked", revoked.into())]).await?;
             tx.commit().await?;
             Ok(Some(revoked))
         })
     }
 
     /// Uses up the verification token and marks its account's address verified (if it was
-    /// not), in one transaction. `None` if the token is unknown, expired or already used.
+    /// not, with the `audit` event, its target the token's owner), in one transaction. `None` if the token is unknown, expired or already used.
     pub async fn verify_email(
         &self,
         hash: &[u8; 32],
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<Option<UserId>, StoreError> {
         const VERIFIED: &str = "UPDATE users SET email_verified_at = $1, updated_at = $1 \
             WHERE id = $2 AND email_verified_at IS NULL";
@@ -323,24 +336,30 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(None);
             };
-            sqlx::query(VERIFIED)
+            let verified = sqlx::query(VERIFIED)
                 .bind(at)
                 .bind(user)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if verified == 1 {
+                tx.append(audit, Some(user), &[]).await?;
+            }
             tx.commit().await?;
             Ok(Some(user))
         })?;
         Ok(user.map(UserId::new))
     }
 
-    /// Sets a new password after the current one was verified, in one transaction: every other
+    /// Sets a new password after the current one was verified, with the `audit` event, in one
+    /// transaction: every other
     /// session is revoked, outstanding reset tokens are deleted and the notice is queued.
     /// `None` (nothing changed) if the stored hash is no longer `change.old_hash` (a concurrent
     /// change or reset came first); otherwise how many sessions were revoked.
     pub async fn change_password(
         &self,
         change: &PasswordChange<'_>,
+        audit: &AuditEntry,
     ) -> Result<Option<u64>, StoreError> {
         const PASSWORD: &str = "UPDATE users SET hashed_password = $1, updated_at = $2 \
             WHERE id = $3 AND hashed_password = $4";
@@ -363,6 +382,7 @@ impl Db {
             tx.delete_account_tokens(user, TokenPurpose::PasswordReset).await?;
             let revoked = tx.revoke_sessions(user, Some(change.keep.get()), change.now).await?;
             tx.enqueue_mail(change.notice, None).await?;
+            tx.append(audit, None, &[("sessions_revoked", revoked.into())]).await?;
             tx.commit().await?;
             Ok(Some(revoked))
         })
@@ -553,10 +573,16 @@ mod tests {
         };
         let verification = token(TokenPurpose::EmailVerification, 0xee, NOW + 86_400);
         let mail = mail(MailKind::EmailVerification);
-        db.insert_user(&new, "$2b$04$old", &verification, &mail)
-            .await
-            .expect("inserted")
-            .id
+        db.insert_user(
+            &new,
+            "$2b$04$old",
+            &verification,
+            &mail,
+            &[crate::store::test_audit()],
+        )
+        .await
+        .expect("inserted")
+        .id
     }
 
     async fn session(db: &Db, user: UserId, byte: u8) -> SessionId {
@@ -576,12 +602,22 @@ mod tests {
         let ada = user(&db).await;
         let first = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
         let second = token(TokenPurpose::PasswordReset, 2, NOW + 3600);
-        db.issue_password_reset(ada, &first, &mail(MailKind::PasswordReset))
-            .await
-            .expect("issued");
-        db.issue_password_reset(ada, &second, &mail(MailKind::PasswordReset))
-            .await
-            .expect("issued");
+        db.issue_password_reset(
+            ada,
+            &first,
+            &mail(MailKind::PasswordReset),
+            &crate::store::test_audit(),
+        )
+        .await
+        .expect("issued");
+        db.issue_password_reset(
+            ada,
+            &second,
+            &mail(MailKind::PasswordReset),
+            &crate::store::test_audit(),
+        )
+        .await
+        .expect("issued");
         let reset = TokenPurpose::PasswordReset;
         let owner = |hash| db.account_token_owner(hash, reset, NOW);
         assert!(owner(&first.hash).await.expect("query").is_none());
@@ -601,9 +637,14 @@ mod tests {
         session(&db, ada, 10).await;
         session(&db, ada, 11).await;
         let issued = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
-        db.issue_password_reset(ada, &issued, &mail(MailKind::PasswordReset))
-            .await
-            .expect("issued");
+        db.issue_password_reset(
+            ada,
+            &issued,
+            &mail(MailKind::PasswordReset),
+            &crate::store::test_audit(),
+        )
+        .await
+        .expect("issued");
         let notice = mail(MailKind::PasswordChanged);
         let reset = |now| PasswordReset {
             token_hash: &issued.hash,
@@ -614,11 +655,23 @@ mod tests {
         };
         // Expired: nothing changes.
         assert_eq!(
-            db.reset_password(&reset(NOW + 3600)).await.expect("ran"),
+            db.reset_password(&reset(NOW + 3600), &crate::store::test_audit())
+                .await
+                .expect("ran"),
             None
         );
-        assert_eq!(db.reset_password(&reset(NOW)).await.expect("ran"), Some(2));
-        assert_eq!(db.reset_password(&reset(NOW)).await.expect("ran"), None);
+        assert_eq!(
+            db.reset_password(&reset(NOW), &crate::store::test_audit())
+                .await
+                .expect("ran"),
+            Some(2)
+        );
+        assert_eq!(
+            db.reset_password(&reset(NOW), &crate::store::test_audit())
+                .await
+                .expect("ran"),
+            None
+        );
         let stored = db
             .credentials_by_id(ada)
             .await
@@ -638,16 +691,28 @@ mod tests {
         let ada = user(&db).await;
         let again = token(TokenPurpose::EmailVerification, 3, NOW + 60);
         assert!(
-            db.issue_email_verification(ada, &again, &mail(MailKind::EmailVerification))
-                .await
-                .expect("issued")
+            db.issue_email_verification(
+                ada,
+                &again,
+                &mail(MailKind::EmailVerification),
+                &crate::store::test_audit()
+            )
+            .await
+            .expect("issued")
         );
         // The first one (from sign-up) still works, and only once.
         assert_eq!(
-            db.verify_email(&[0xee; 32], NOW).await.expect("ran"),
+            db.verify_email(&[0xee; 32], NOW, &crate::store::test_audit())
+                .await
+                .expect("ran"),
             Some(ada)
         );
-        assert_eq!(db.verify_email(&[0xee; 32], NOW).await.expect("ran"), None);
+        assert_eq!(
+            db.verify_email(&[0xee; 32], NOW, &crate::store::test_audit())
+                .await
+                .expect("ran"),
+            None
+        );
         let stored = db
             .credentials_by_id(ada)
             .await
@@ -656,16 +721,31 @@ mod tests {
         assert!(stored.email_verified);
         let more = token(TokenPurpose::EmailVerification, 4, NOW + 60);
         assert!(
-            !db.issue_email_verification(ada, &more, &mail(MailKind::EmailVerification))
-                .await
-                .expect("ran")
+            !db.issue_email_verification(
+                ada,
+                &more,
+                &mail(MailKind::EmailVerification),
+                &crate::store::test_audit()
+            )
+            .await
+            .expect("ran")
         );
         // A reset token does not verify.
         let reset = token(TokenPurpose::PasswordReset, 5, NOW + 60);
-        db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))
-            .await
-            .expect("issued");
-        assert_eq!(db.verify_email(&reset.hash, NOW).await.expect("ran"), None);
+        db.issue_password_reset(
+            ada,
+            &reset,
+            &mail(MailKind::PasswordReset),
+            &crate::store::test_audit(),
+        )
+        .await
+        .expect("issued");
+        assert_eq!(
+            db.verify_email(&reset.hash, NOW, &crate::store::test_audit())
+                .await
+                .expect("ran"),
+            None
+        );
     }
 
     #[tokio::test]
@@ -675,9 +755,14 @@ mod tests {
         let current = session(&db, ada, 10).await;
         session(&db, ada, 11).await;
         let reset = token(TokenPurpose::PasswordReset, 1, NOW + 3600);
-        db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))
-            .await
-            .expect("issued");
+        db.issue_password_reset(
+            ada,
+            &reset,
+            &mail(MailKind::PasswordReset),
+            &crate::store::test_audit(),
+        )
+        .await
+        .expect("issued");
         let notice = mail(MailKind::PasswordChanged);
         let change = |old_hash| PasswordChange {
             user: ada,
@@ -688,13 +773,13 @@ mod tests {
             notice: &notice,
         };
         assert_eq!(
-            db.change_password(&change("$2b$04$other"))
+            db.change_password(&change("$2b$04$other"), &crate::store::test_audit())
                 .await
                 .expect("ran"),
             None
         );
         assert_eq!(
-            db.change_password(&change("$2b$04$old"))
+            db.change_password(&change("$2b$04$old"), &crate::store::test_audit())
                 .await
                 .expect("ran"),
             Some(1)
@@ -726,7 +811,12 @@ mod tests {
             now: NOW,
             notice: &notice,
         };
-        assert_eq!(db.change_password(&change).await.expect("ran"), Some(0));
+        assert_eq!(
+            db.change_password(&change, &crate::store::test_audit())
+                .await
+                .expect("ran"),
+            Some(0)
+        );
         // A login whose bcrypt check read "$2b$04$old" before the change committed.
         let late = NewSession {
             user: ada,
@@ -741,13 +831,18 @@ mod tests {
             jti: "jti-late".to_owned(),
             issued_at: NOW,
         };
-        assert_eq!(db.create_session(&late, &record).await.expect("ran"), None);
+        assert_eq!(
+            db.create_session(&late, &record, &crate::store::test_audit())
+                .await
+                .expect("ran"),
+            None
+        );
         let with_new = NewSession {
             verified_hash: "$2b$04$new",
             ..late
         };
         assert!(
-            db.create_session(&with_new, &record)
+            db.create_session(&with_new, &record, &crate::store::test_audit())
                 .await
                 .expect("ran")
                 .is_some()
@@ -759,9 +854,14 @@ mod tests {
         let (_dir, db) = crate::store::test_database().await;
         let ada = user(&db).await;
         let reset = token(TokenPurpose::PasswordReset, 1, NOW + 10);
-        db.issue_password_reset(ada, &reset, &mail(MailKind::PasswordReset))
-            .await
-            .expect("issued");
+        db.issue_password_reset(
+            ada,
+            &reset,
+            &mail(MailKind::PasswordReset),
+            &crate::store::test_audit(),
+        )
+        .await
+        .expect("issued");
         assert_eq!(db.purge_account_tokens(NOW).await.expect("ran"), 0);
         assert_eq!(db.purge_account_tokens(NOW + 10).await.expect("ran"), 1);
         let left = "SELECT count(*) FROM account_tokens";

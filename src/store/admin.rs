@@ -12,6 +12,7 @@
 use sqlx::{Connection, Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use time::OffsetDateTime;
 
+use super::audit::{AuditEntry, AuditSql};
 use super::users::{UserRow, now_micros, user_columns, user_roles};
 use super::{Db, StoreError, dispatch};
 use crate::domain::{
@@ -131,6 +132,7 @@ impl Db {
         &self,
         role: &Role,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<Result<(), Refusal>, StoreError> {
         const SQL: &str = "INSERT INTO roles (name, description, builtin, created_at, updated_at) \
             VALUES ($1, $2, FALSE, $3, $3) ON CONFLICT (name) DO NOTHING RETURNING name";
@@ -147,6 +149,7 @@ impl Db {
                 return Ok(Err(Refusal::RoleExists));
             }
             tx.insert_permissions(role.name.as_str(), role.permissions).await?;
+            tx.append(audit, None, &[]).await?;
             tx.commit().await?;
             Ok(Ok(()))
         })
@@ -159,6 +162,7 @@ impl Db {
         description: &str,
         permissions: Permissions,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<Result<Role, Refusal>, StoreError> {
         const SQL: &str = "UPDATE roles SET description = $2, updated_at = $3 \
             WHERE name = $1 AND NOT builtin";
@@ -180,13 +184,18 @@ impl Db {
             sqlx::query(CLEAR).bind(name.as_str()).execute(&mut *tx).await?;
             tx.insert_permissions(name.as_str(), permissions).await?;
             let role = tx.role(name.as_str()).await?;
+            tx.append(audit, None, &[]).await?;
             tx.commit().await?;
             Ok(role.ok_or(Refusal::RoleNotFound))
         })
     }
 
     /// Deletes a custom role (and, by cascade, its permissions and every grant of it).
-    pub async fn delete_role(&self, name: &RoleName) -> Result<Result<(), Refusal>, StoreError> {
+    pub async fn delete_role(
+        &self,
+        name: &RoleName,
+        audit: &AuditEntry,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         const SQL: &str = "DELETE FROM roles WHERE name = $1 AND NOT builtin";
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
@@ -200,6 +209,7 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(Err(refusal));
             }
+            tx.append(audit, None, &[]).await?;
             tx.commit().await?;
             Ok(Ok(()))
         })
@@ -211,6 +221,7 @@ impl Db {
         user: UserId,
         role: &RoleName,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<Result<(), Refusal>, StoreError> {
         // `WHERE` before `ON CONFLICT`: SQLite needs it to parse an upsert from a `SELECT`.
         const SQL: &str = "INSERT INTO user_roles (user_id, role_name, granted_at) \
@@ -240,6 +251,7 @@ impl Db {
                 Err(err) => return Err(err),
             };
             let outcome = if granted == 1 {
+                tx.append(audit, None, &[]).await?;
                 Ok(())
             } else {
                 tx.missing(user.get(), role.as_str()).await?.map_or(Ok(()), Err)
@@ -255,6 +267,7 @@ impl Db {
         &self,
         user: UserId,
         role: &RoleName,
+        audit: &AuditEntry,
     ) -> Result<Result<(), Refusal>, StoreError> {
         const SQL: &str = "DELETE FROM user_roles WHERE user_id = $1 AND role_name = $2";
         dispatch!(self, conn => {
@@ -268,11 +281,15 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(Err(Refusal::LastAdmin));
             }
-            sqlx::query(SQL)
+            let revoked = sqlx::query(SQL)
                 .bind(user.get())
                 .bind(role.as_str())
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if revoked == 1 {
+                tx.append(audit, None, &[]).await?;
+            }
             tx.commit().await?;
             Ok(Ok(()))
         })
@@ -321,6 +338,7 @@ impl Db {
         user: UserId,
         disabled: bool,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<Result<(Account, u64), Refusal>, StoreError> {
         const DISABLE: &str = "UPDATE users SET disabled_at = $2, updated_at = $2 \
             WHERE id = $1 AND disabled_at IS NULL";
@@ -336,11 +354,12 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(Err(Refusal::LastAdmin));
             }
-            sqlx::query(if disabled { DISABLE } else { ENABLE })
+            let changed = sqlx::query(if disabled { DISABLE } else { ENABLE })
                 .bind(user.get())
                 .bind(at)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
             let revoked = if disabled {
                 sqlx::query(REVOKE)
                     .bind(now)
@@ -355,6 +374,14 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(Err(Refusal::UserNotFound));
             };
+            if changed == 1 {
+                let extra = if disabled {
+                    vec![("sessions_revoked", revoked.into())]
+                } else {
+                    Vec::new()
+                };
+                tx.append(audit, None, &extra).await?;
+            }
             tx.commit().await?;
             Ok(Ok((account, revoked)))
         })?;
@@ -364,7 +391,11 @@ impl Db {
     /// Deletes `user` with its sessions, refresh tokens, account tokens (and their queued mail)
     /// and role grants, by cascade: the e-mail address and username become free. Refused with
     /// [`Refusal::LastAdmin`] if it is the last enabled admin.
-    pub async fn delete_user(&self, user: UserId) -> Result<Result<(), Refusal>, StoreError> {
+    pub async fn delete_user(
+        &self,
+        user: UserId,
+        audit: &AuditEntry,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         const SQL: &str = "DELETE FROM users WHERE id = $1";
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
@@ -382,6 +413,7 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(Err(Refusal::UserNotFound));
             }
+            tx.append(audit, None, &[]).await?;
             tx.commit().await?;
             Ok(Ok(()))
         })
@@ -393,6 +425,7 @@ impl Db {
         &self,
         email: &Email,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<AdminGrant, StoreError> {
         const GRANT: &str = "INSERT INTO user_roles (user_id, role_name, granted_at) \
             SELECT id, 'admin', $2 FROM users \
@@ -411,7 +444,10 @@ impl Db {
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match granted {
-                Some(id) => AdminGrant::Granted(UserId::new(id)),
+                Some(id) => {
+                    tx.append(audit, Some(id), &[("created", false.into())]).await?;
+                    AdminGrant::Granted(UserId::new(id))
+                }
                 None => {
                     let found: Option<(i64, bool)> = sqlx::query_as(FIND)
                         .bind(email.as_str())
@@ -438,6 +474,7 @@ impl Db {
         new: &NewUser,
         hashed_password: &str,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<User, StoreError> {
         const SQL: &str = concat!(
             "INSERT INTO users (email, username, hashed_password, created_at, updated_at, ",
@@ -457,6 +494,7 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
             sqlx::query(GRANT).bind(row.id).bind(now).execute(&mut *tx).await?;
+            tx.append(audit, Some(row.id), &[("created", true.into())]).await?;
             tx.commit().await?;
             Ok(row)
         })?;

@@ -8,6 +8,7 @@
 
 mod account_tokens;
 mod admin;
+mod audit;
 mod connect;
 mod inline;
 mod outbox;
@@ -20,6 +21,10 @@ pub use account_tokens::{
     NewAccountToken, PasswordChange, PasswordReset, TokenOwner, TokenPurpose,
 };
 pub use admin::{AccountQuery, AdminGrant, Refusal};
+pub use audit::{
+    AuditEntry, AuditQuery, AuditRecord, ChainBreak, ChainReport, Details, GENESIS_HASH,
+    canonical_details,
+};
 pub use connect::{connect, migrate};
 pub use sessions::{NewSession, Rotation, TokenRecord};
 pub use users::StoredCredentials;
@@ -195,6 +200,15 @@ pub(crate) async fn test_database() -> (tempfile::TempDir, Db) {
     (dir, db)
 }
 
+/// An audit entry for the store's unit tests (what it records is the audit module's tests').
+#[cfg(test)]
+pub(crate) fn test_audit() -> AuditEntry {
+    AuditEntry::new(
+        crate::domain::AuditEvent::UserSignedUp,
+        crate::domain::Outcome::Success,
+    )
+}
+
 /// Opens a session for `user` at `now` (a day long), as a login that verified `verified_hash`
 /// would, with a refresh token hashed as `[byte; 32]`; `None` if the store refused it.
 #[cfg(test)]
@@ -218,5 +232,7 @@ pub(crate) async fn test_session(
         jti: format!("jti-{byte}"),
         issued_at: now,
     };
-    db.create_session(&new, &record).await.expect("ran")
+    db.create_session(&new, &record, &crate::store::test_audit())
+        .await
+        .expect("ran")
 }

@@ -14,6 +14,7 @@
 
 use sqlx::{Connection, Database, Decode, Encode, Executor, IntoArguments, Type};
 
+use super::audit::{AuditEntry, AuditSql};
 use super::sessions::{Rotation, TokenRecord};
 use super::{Db, StoreError, dispatch};
 use crate::domain::{SessionId, UserId, roles_from_list};
@@ -21,13 +22,16 @@ use crate::domain::{SessionId, UserId, roles_from_list};
 impl Db {
     /// Presents the refresh token hashed as `presented`: rotates it to `successor`, replays the
     /// successor within `grace` seconds of its use, or revokes the session on a later reuse.
-    /// A token whose session has ended (or that is unknown) is [`Rotation::Invalid`].
+    /// A token whose session has ended (or that is unknown) is [`Rotation::Invalid`]. A reuse
+    /// writes `reuse` (its target the session's owner, the session's id in its details) with
+    /// the revocation; a rotation writes no event.
     pub async fn rotate_refresh_token(
         &self,
         presented: &[u8; 32],
         successor: &TokenRecord,
         idle_cutoff: i64,
         grace: i64,
+        reuse: &AuditEntry,
     ) -> Result<Rotation, StoreError> {
         let now = successor.issued_at;
         dispatch!(self, conn => {
@@ -46,7 +50,12 @@ impl Db {
                     }
                     Some(_) => {
                         tx.revoke(session.id, now).await?;
-                        Rotation::Reused { session: SessionId::new(session.id) }
+                        tx.append(reuse, Some(session.user), &[("session_id", session.id.into())])
+                            .await?;
+                        Rotation::Reused {
+                            user: UserId::new(session.user),
+                            session: SessionId::new(session.id),
+                        }
                     }
                     None => Rotation::Invalid,
                 }

@@ -15,6 +15,7 @@
 
 use sqlx::{Connection, FromRow};
 
+use super::audit::{AuditEntry, AuditSql};
 use super::inline::Declined;
 use super::rotation::SessionSql;
 use super::users::UserRow;
@@ -81,6 +82,8 @@ pub enum Rotation {
     },
     /// It was used long ago: its session has just been revoked.
     Reused {
+        /// The session's user.
+        user: UserId,
         /// The revoked session.
         session: SessionId,
     },
@@ -169,10 +172,13 @@ impl Db {
     /// the few statements below (an exclusive lock from the start: a share lock upgraded later
     /// would deadlock two logins of one account). On SQLite the update is the transaction's
     /// first statement, so it takes the one write lock before it reads.
+    ///
+    /// `audit` (the login's event) is written with the session's id in its details.
     pub async fn create_session(
         &self,
         new: &NewSession<'_>,
         token: &TokenRecord,
+        audit: &AuditEntry,
     ) -> Result<Option<SessionId>, StoreError> {
         const LOGIN: &str = "UPDATE users SET last_login_at = $2 \
             WHERE id = $1 AND hashed_password = $3 AND disabled_at IS NULL";
@@ -202,6 +208,7 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
             tx.insert_token(id, token).await?;
+            tx.append(audit, None, &[("session_id", id.into())]).await?;
             tx.commit().await?;
             Ok(Some(id))
         })?;
@@ -277,35 +284,58 @@ impl Db {
         Ok(grants.into_parts())
     }
 
-    /// Revokes one of `user`'s sessions; `false` if there is no such active session of theirs.
+    /// Revokes one of `user`'s sessions, with the `audit` event (the session's id in its
+    /// details); `false` (nothing written) if there is no such active session of theirs.
     pub async fn revoke_session(
         &self,
         user: UserId,
         session: SessionId,
         now: i64,
+        audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sessions SET revoked_at = $1 \
             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL";
-        let done = dispatch!(self, conn => sqlx::query(SQL)
-            .bind(now)
-            .bind(session.get())
-            .bind(user.get())
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(done == 1)
+        Ok(dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let done = sqlx::query(SQL)
+                .bind(now)
+                .bind(session.get())
+                .bind(user.get())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            tx.append(audit, None, &[("session_id", session.get().into())]).await?;
+            tx.commit().await?;
+            Ok(true)
+        })?)
     }
 
-    /// Revokes every session of `user`; returns how many were active.
-    pub async fn revoke_all_sessions(&self, user: UserId, now: i64) -> Result<u64, StoreError> {
+    /// Revokes every session of `user`, with the `audit` event (the count in its details);
+    /// returns how many were active.
+    pub async fn revoke_all_sessions(
+        &self,
+        user: UserId,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
         const SQL: &str =
             "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
-        Ok(dispatch!(self, conn => sqlx::query(SQL)
-            .bind(now)
-            .bind(user.get())
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected()))?)
+        Ok(dispatch!(self, conn => {
+            let mut tx = conn.begin().await?;
+            let revoked = sqlx::query(SQL)
+                .bind(now)
+                .bind(user.get())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.append(audit, None, &[("sessions_revoked", revoked.into())]).await?;
+            tx.commit().await?;
+            Ok(revoked)
+        })?)
     }
 
     /// `user`'s active sessions, oldest first.

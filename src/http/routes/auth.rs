@@ -10,12 +10,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use axum::Extension;
-use axum::http::HeaderMap;
 
 use crate::auth::{ClientInfo, LoginName, Tokens};
 use crate::domain::{Email, NewPassword, NewUser, User, Username};
 use crate::http::AppState;
-use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
 use crate::http::openapi::{ErrorDetail, ValidationError};
@@ -175,6 +173,7 @@ pub fn token_response(tokens: &Tokens) -> Response {
 )]
 pub async fn signup(
     State(state): State<AppState>,
+    client: ClientInfo,
     JsonFields(mut fields): JsonFields,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let mut errors = Vec::new();
@@ -204,7 +203,7 @@ pub async fn signup(
     };
     let user = state
         .auth
-        .signup(NewUser { email, username }, password)
+        .signup(NewUser { email, username }, password, &client)
         .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
@@ -234,9 +233,8 @@ pub async fn signup(
 )]
 pub async fn login(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    client: ClientInfo,
     checked: Option<Extension<Checked>>,
-    headers: HeaderMap,
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -282,13 +280,6 @@ pub async fn login(
         &limits::login_key(name.as_str()),
     )
     .await?;
-    let client = ClientInfo {
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        ip: Some(ip),
-    };
     let tokens = state.auth.login(name, password, &client).await?;
     Ok(token_response(&tokens))
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::auth::ClientInfo;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{CurrentUser, JsonOrFormFields};
@@ -50,6 +51,7 @@ struct VerifyEmailRequest {
 )]
 pub async fn request_verification(
     State(state): State<AppState>,
+    client: ClientInfo,
     checked: Option<Extension<Checked>>,
     current: CurrentUser,
 ) -> Result<Response, ApiError> {
@@ -65,7 +67,10 @@ pub async fn request_verification(
         &limits::login_key(&current.user.email),
     )
     .await?;
-    state.auth.request_verification(&current.user).await?;
+    state
+        .auth
+        .request_verification(&current.user, &client)
+        .await?;
     Ok(accepted(VERIFICATION_SENT))
 }
 
@@ -134,12 +139,13 @@ pub async fn verify_page(
 )]
 pub async fn verify(
     State(state): State<AppState>,
+    client: ClientInfo,
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
     if fields.is_form() {
         let token = fields.optional("token", &mut errors).unwrap_or_default();
-        return match state.auth.verify_email(&token).await {
+        return match state.auth.verify_email(&token, &client).await {
             Ok(()) => Ok(pages::verify_done()),
             Err(AuthError::InvalidAccountToken) => Ok(pages::verify_invalid()),
             Err(other) => Ok(pages::failure(other.into())),
@@ -149,6 +155,6 @@ pub async fn verify(
     let (Some(token), true) = (token, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    state.auth.verify_email(&token).await?;
+    state.auth.verify_email(&token, &client).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

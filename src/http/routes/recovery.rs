@@ -10,9 +10,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::auth::ClientInfo;
 use crate::domain::Email;
 use crate::http::AppState;
-use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
 use crate::http::openapi::{Detail, ErrorDetail, ValidationError};
@@ -99,6 +99,7 @@ pub fn accepted(detail: &str) -> Response {
 )]
 pub async fn forgot(
     State(state): State<AppState>,
+    client: ClientInfo,
     checked: Option<Extension<Checked>>,
     JsonFields(mut fields): JsonFields,
 ) -> Result<Response, ApiError> {
@@ -117,7 +118,7 @@ pub async fn forgot(
         &limits::login_key(email.as_str()),
     )
     .await?;
-    state.auth.forgot_password(&email).await?;
+    state.auth.forgot_password(&email, &client).await?;
     Ok(accepted(FORGOT_ACCEPTED))
 }
 
@@ -192,7 +193,7 @@ pub async fn reset_page(
 )]
 pub async fn reset(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    client: ClientInfo,
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -220,7 +221,7 @@ pub async fn reset(
         }
         return match state
             .auth
-            .reset_password(&token, SecretString::from(new), ip)
+            .reset_password(&token, SecretString::from(new), &client)
             .await
         {
             Ok(()) => Ok(pages::reset_done()),
@@ -240,7 +241,7 @@ pub async fn reset(
     let (Some(token), Some(new), true) = (token, new, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    state.auth.reset_password(&token, new, ip).await?;
+    state.auth.reset_password(&token, new, &client).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -268,7 +269,7 @@ pub async fn reset(
 )]
 pub async fn change(
     State(state): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
+    client: ClientInfo,
     current: CurrentUser,
     JsonFields(mut fields): JsonFields,
 ) -> Result<StatusCode, ApiError> {
@@ -284,7 +285,7 @@ pub async fn change(
     };
     state
         .auth
-        .change_password(&current.user, current.session, old, new, ip)
+        .change_password(&current.user, current.session, old, new, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

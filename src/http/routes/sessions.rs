@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::auth::ClientInfo;
 use crate::domain::{Session, SessionId};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
@@ -99,6 +100,7 @@ impl SessionResponse {
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    client: ClientInfo,
     JsonOrFormFields(mut fields): JsonOrFormFields,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -122,7 +124,7 @@ pub async fn refresh(
     let (Some(token), true) = (token, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let tokens = state.auth.refresh(&token).await?;
+    let tokens = state.auth.refresh(&token, &client).await?;
     Ok(token_response(&tokens))
 }
 
@@ -140,9 +142,13 @@ pub async fn refresh(
 )]
 pub async fn logout(
     State(state): State<AppState>,
+    client: ClientInfo,
     current: CurrentUser,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.logout(current.user.id, current.session).await?;
+    state
+        .auth
+        .logout(current.user.id, current.session, &client)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,9 +166,13 @@ pub async fn logout(
 )]
 pub async fn logout_all(
     State(state): State<AppState>,
+    client: ClientInfo,
     current: CurrentUser,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.revoke_all_sessions(current.user.id).await?;
+    state
+        .auth
+        .revoke_all_sessions(current.user.id, &client)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,6 +218,7 @@ pub async fn list(
 )]
 pub async fn revoke(
     State(state): State<AppState>,
+    client: ClientInfo,
     current: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -220,7 +231,7 @@ pub async fn revoke(
     })?;
     state
         .auth
-        .revoke_session(current.user.id, SessionId::new(id))
+        .revoke_session(current.user.id, SessionId::new(id), &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

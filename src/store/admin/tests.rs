@@ -14,10 +14,15 @@ fn new_user(name: &str) -> NewUser {
 }
 
 async fn admin(db: &Db, name: &str) -> UserId {
-    db.insert_admin(&new_user(name), "$2b$04$hash", NOW)
-        .await
-        .expect("inserted")
-        .id
+    db.insert_admin(
+        &new_user(name),
+        "$2b$04$hash",
+        NOW,
+        &crate::store::test_audit(),
+    )
+    .await
+    .expect("inserted")
+    .id
 }
 
 async fn session(db: &Db, user: UserId, byte: u8) -> Option<SessionId> {
@@ -60,13 +65,22 @@ async fn custom_roles_are_created_changed_and_deleted_and_built_ins_are_not() {
         "support",
         &[Permission::UsersRead, Permission::SessionsRevoke],
     );
-    assert_eq!(db.create_role(&support, NOW).await.expect("ran"), Ok(()));
     assert_eq!(
-        db.create_role(&support, NOW).await.expect("ran"),
+        db.create_role(&support, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
+        Ok(())
+    );
+    assert_eq!(
+        db.create_role(&support, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::RoleExists)
     );
     assert_eq!(
-        db.create_role(&role("admin", &[]), NOW).await.expect("ran"),
+        db.create_role(&role("admin", &[]), NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::RoleExists)
     );
     let changed = db
@@ -75,6 +89,7 @@ async fn custom_roles_are_created_changed_and_deleted_and_built_ins_are_not() {
             "",
             Permissions::NONE.with(Permission::RolesRead),
             NOW,
+            &crate::store::test_audit(),
         )
         .await
         .expect("ran")
@@ -83,26 +98,47 @@ async fn custom_roles_are_created_changed_and_deleted_and_built_ins_are_not() {
     assert_eq!(changed.description, "");
     for builtin in [RoleName::admin(), RoleName::user()] {
         assert_eq!(
-            db.update_role(&builtin, "x", Permissions::NONE, NOW)
+            db.update_role(
+                &builtin,
+                "x",
+                Permissions::NONE,
+                NOW,
+                &crate::store::test_audit()
+            )
+            .await
+            .expect("ran"),
+            Err(Refusal::BuiltinRole)
+        );
+        assert_eq!(
+            db.delete_role(&builtin, &crate::store::test_audit())
                 .await
                 .expect("ran"),
             Err(Refusal::BuiltinRole)
         );
-        assert_eq!(
-            db.delete_role(&builtin).await.expect("ran"),
-            Err(Refusal::BuiltinRole)
-        );
     }
-    assert_eq!(db.delete_role(&support.name).await.expect("ran"), Ok(()));
     assert_eq!(
-        db.delete_role(&support.name).await.expect("ran"),
+        db.delete_role(&support.name, &crate::store::test_audit())
+            .await
+            .expect("ran"),
+        Ok(())
+    );
+    assert_eq!(
+        db.delete_role(&support.name, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::RoleNotFound)
     );
     let ghost = RoleName::parse("ghost").expect("a name");
     assert_eq!(
-        db.update_role(&ghost, "", Permissions::NONE, NOW)
-            .await
-            .expect("ran"),
+        db.update_role(
+            &ghost,
+            "",
+            Permissions::NONE,
+            NOW,
+            &crate::store::test_audit()
+        )
+        .await
+        .expect("ran"),
         Err(Refusal::RoleNotFound)
     );
     assert_eq!(db.roles().await.expect("roles").len(), 2);
@@ -116,22 +152,28 @@ async fn a_grant_shows_in_the_session_query_at_once_and_so_does_its_revocation()
     let sid = session(&db, ada, 1).await.expect("a session");
     assert_eq!(permissions(&db, ada, sid).await, Some(Permissions::all()));
     assert_eq!(
-        db.revoke_role(ada, &RoleName::admin()).await.expect("ran"),
+        db.revoke_role(ada, &RoleName::admin(), &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Ok(())
     );
     assert_eq!(permissions(&db, ada, sid).await, Some(Permissions::NONE));
 
     let support = role("support", &[Permission::UsersRead]);
-    db.create_role(&support, NOW)
+    db.create_role(&support, NOW, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("created");
     assert_eq!(
-        db.grant_role(ada, &support.name, NOW).await.expect("ran"),
+        db.grant_role(ada, &support.name, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Ok(())
     );
     assert_eq!(
-        db.grant_role(ada, &support.name, NOW).await.expect("ran"),
+        db.grant_role(ada, &support.name, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Ok(())
     );
     assert_eq!(
@@ -147,7 +189,7 @@ async fn a_grant_shows_in_the_session_query_at_once_and_so_does_its_revocation()
     assert_eq!(roles, ["support", "user"]);
 
     // Deleting the role takes its permission away too.
-    db.delete_role(&support.name)
+    db.delete_role(&support.name, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("deleted");
@@ -155,19 +197,25 @@ async fn a_grant_shows_in_the_session_query_at_once_and_so_does_its_revocation()
 
     let ghost = RoleName::parse("ghost").expect("a name");
     assert_eq!(
-        db.grant_role(ada, &ghost, NOW).await.expect("ran"),
+        db.grant_role(ada, &ghost, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::RoleNotFound)
     );
     assert_eq!(
-        db.grant_role(UserId::new(999), &ghost, NOW)
+        db.grant_role(UserId::new(999), &ghost, NOW, &crate::store::test_audit())
             .await
             .expect("ran"),
         Err(Refusal::UserNotFound)
     );
     assert_eq!(
-        db.revoke_role(UserId::new(999), &RoleName::user())
-            .await
-            .expect("ran"),
+        db.revoke_role(
+            UserId::new(999),
+            &RoleName::user(),
+            &crate::store::test_audit()
+        )
+        .await
+        .expect("ran"),
         Err(Refusal::UserNotFound)
     );
 }
@@ -178,43 +226,60 @@ async fn the_last_enabled_admin_cannot_be_demoted_disabled_or_deleted() {
     let ada = admin(&db, "ada").await;
     let admin_role = RoleName::admin();
     assert_eq!(
-        db.revoke_role(ada, &admin_role).await.expect("ran"),
+        db.revoke_role(ada, &admin_role, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::LastAdmin)
     );
     assert!(matches!(
-        db.set_disabled(ada, true, NOW).await.expect("ran"),
+        db.set_disabled(ada, true, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::LastAdmin)
     ));
     assert_eq!(
-        db.delete_user(ada).await.expect("ran"),
+        db.delete_user(ada, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::LastAdmin)
     );
 
     // With a second enabled admin each is allowed, and then the other one is the last.
     let bob = admin(&db, "bob").await;
     let (account, _) = db
-        .set_disabled(ada, true, NOW)
+        .set_disabled(ada, true, NOW, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("disabled");
     assert!(account.disabled_at.is_some());
     assert_eq!(
-        db.revoke_role(bob, &admin_role).await.expect("ran"),
+        db.revoke_role(bob, &admin_role, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::LastAdmin)
     );
     // A disabled admin does not count: enabling ada again lets bob go.
-    db.set_disabled(ada, false, NOW)
+    db.set_disabled(ada, false, NOW, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("enabled");
-    assert_eq!(db.revoke_role(bob, &admin_role).await.expect("ran"), Ok(()));
     assert_eq!(
-        db.delete_user(ada).await.expect("ran"),
+        db.revoke_role(bob, &admin_role, &crate::store::test_audit())
+            .await
+            .expect("ran"),
+        Ok(())
+    );
+    assert_eq!(
+        db.delete_user(ada, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::LastAdmin)
     );
     // Taking `user` from the last admin is fine: it grants nothing.
     assert_eq!(
-        db.revoke_role(ada, &RoleName::user()).await.expect("ran"),
+        db.revoke_role(ada, &RoleName::user(), &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Ok(())
     );
 }
@@ -227,7 +292,7 @@ async fn disabling_revokes_every_session_and_refuses_new_ones_until_enabled() {
     let first = session(&db, ada, 1).await.expect("a session");
     let second = session(&db, ada, 2).await.expect("a session");
     let (account, revoked) = db
-        .set_disabled(ada, true, NOW)
+        .set_disabled(ada, true, NOW, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("done");
@@ -244,20 +309,20 @@ async fn disabling_revokes_every_session_and_refuses_new_ones_until_enabled() {
     );
     // Disabling again changes nothing.
     let (again, revoked) = db
-        .set_disabled(ada, true, NOW)
+        .set_disabled(ada, true, NOW, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("done");
     assert_eq!((again.disabled_at, revoked), (Some(disabled_at), 0));
     let (enabled, _) = db
-        .set_disabled(ada, false, NOW)
+        .set_disabled(ada, false, NOW, &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("done");
     assert_eq!(enabled.disabled_at, None);
     assert!(session(&db, ada, 4).await.is_some());
     assert!(matches!(
-        db.set_disabled(UserId::new(999), true, NOW)
+        db.set_disabled(UserId::new(999), true, NOW, &crate::store::test_audit())
             .await
             .expect("ran"),
         Err(Refusal::UserNotFound)
@@ -304,37 +369,54 @@ async fn the_bootstrap_grants_admin_to_an_existing_address_once() {
     let (_dir, db) = crate::store::test_database().await;
     let email = Email::parse("root@example.com").expect("an address");
     assert_eq!(
-        db.grant_admin_by_email(&email, NOW).await.expect("ran"),
+        db.grant_admin_by_email(&email, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         AdminGrant::NoAccount
     );
     let root = db
-        .insert_admin(&new_user("root"), "$2b$04$hash", NOW)
+        .insert_admin(
+            &new_user("root"),
+            "$2b$04$hash",
+            NOW,
+            &crate::store::test_audit(),
+        )
         .await
         .expect("inserted");
     assert!(root.is_admin() && root.email_verified_at.is_some());
     assert!(matches!(
-        db.insert_admin(&new_user("root"), "$2b$04$hash", NOW).await,
+        db.insert_admin(
+            &new_user("root"),
+            "$2b$04$hash",
+            NOW,
+            &crate::store::test_audit()
+        )
+        .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        db.grant_admin_by_email(&email, NOW).await.expect("ran"),
+        db.grant_admin_by_email(&email, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         AdminGrant::AlreadyAdmin(root.id)
     );
     // An account that lost the role gets it back.
     let _keeper = admin(&db, "keeper").await;
-    db.revoke_role(root.id, &RoleName::admin())
+    db.revoke_role(root.id, &RoleName::admin(), &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("revoked");
     let upper = Email::parse("ROOT@example.com").expect("an address");
     assert_eq!(
-        db.grant_admin_by_email(&upper, NOW).await.expect("ran"),
+        db.grant_admin_by_email(&upper, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         AdminGrant::Granted(root.id)
     );
     // An address nobody proved they receive mail at gets nothing: anyone could have signed up
     // with the address the operator names.
     let squatter = admin(&db, "squatter").await;
-    db.revoke_role(squatter, &RoleName::admin())
+    db.revoke_role(squatter, &RoleName::admin(), &crate::store::test_audit())
         .await
         .expect("ran")
         .expect("revoked");
@@ -346,7 +428,9 @@ async fn the_bootstrap_grants_admin_to_an_existing_address_once() {
     .expect("unverified");
     let address = Email::parse("squatter@example.com").expect("an address");
     assert_eq!(
-        db.grant_admin_by_email(&address, NOW).await.expect("ran"),
+        db.grant_admin_by_email(&address, NOW, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         AdminGrant::Unverified(squatter)
     );
     let account = db.account(squatter).await.expect("ran").expect("exists");
@@ -359,9 +443,16 @@ async fn deleting_an_account_deletes_its_sessions_and_frees_its_names() {
     let _keeper = admin(&db, "keeper").await;
     let ada = admin(&db, "ada").await;
     let sid = session(&db, ada, 1).await.expect("a session");
-    assert_eq!(db.delete_user(ada).await.expect("ran"), Ok(()));
     assert_eq!(
-        db.delete_user(ada).await.expect("ran"),
+        db.delete_user(ada, &crate::store::test_audit())
+            .await
+            .expect("ran"),
+        Ok(())
+    );
+    assert_eq!(
+        db.delete_user(ada, &crate::store::test_audit())
+            .await
+            .expect("ran"),
         Err(Refusal::UserNotFound)
     );
     assert_eq!(permissions(&db, ada, sid).await, None);

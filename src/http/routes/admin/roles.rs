@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use utoipa::ToSchema;
 
 use super::{PermissionName, RoleResponse, user_id};
+use crate::auth::ClientInfo;
 use crate::domain::{Permission, Permissions, ROLE_DESCRIPTION_MAX_LEN, Role, RoleName};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
@@ -139,6 +140,7 @@ pub async fn list_roles(
 pub async fn create_role(
     Require(caller): Require<RolesWrite>,
     State(state): State<AppState>,
+    client: ClientInfo,
     JsonFields(mut fields): JsonFields,
 ) -> Result<(StatusCode, Json<RoleResponse>), ApiError> {
     let mut errors = Vec::new();
@@ -157,7 +159,10 @@ pub async fn create_role(
         permissions,
         builtin: false,
     };
-    let role = state.auth.create_role(caller.actor(), role).await?;
+    let role = state
+        .auth
+        .create_role(caller.actor(), role, &client)
+        .await?;
     Ok((StatusCode::CREATED, Json(role.into())))
 }
 
@@ -189,6 +194,7 @@ pub async fn create_role(
 pub async fn replace_role(
     Require(caller): Require<RolesWrite>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
     JsonFields(mut fields): JsonFields,
 ) -> Result<Json<RoleResponse>, ApiError> {
@@ -202,7 +208,7 @@ pub async fn replace_role(
     };
     let role = state
         .auth
-        .update_role(caller.actor(), name, &description, permissions)
+        .update_role(caller.actor(), name, &description, permissions, &client)
         .await?;
     Ok(Json(role.into()))
 }
@@ -233,11 +239,12 @@ pub async fn replace_role(
 pub async fn delete_role(
     Require(caller): Require<RolesWrite>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     state
         .auth
-        .delete_role(caller.actor(), path.text("name")?)
+        .delete_role(caller.actor(), path.text("name")?, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -269,12 +276,13 @@ pub async fn delete_role(
 pub async fn grant_role(
     Require(caller): Require<RolesWrite>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&path)?;
     state
         .auth
-        .grant_role(caller.actor(), id, path.text("role")?)
+        .grant_role(caller.actor(), id, path.text("role")?, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -308,12 +316,13 @@ pub async fn grant_role(
 pub async fn revoke_role(
     Require(caller): Require<RolesWrite>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&path)?;
     state
         .auth
-        .revoke_role(caller.actor(), id, path.text("role")?)
+        .revoke_role(caller.actor(), id, path.text("role")?, &client)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

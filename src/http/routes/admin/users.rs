@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{AdminUser, user_id};
+use crate::auth::ClientInfo;
 use crate::domain::UserId;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
@@ -215,6 +216,7 @@ struct UpdateUserRequest {
 pub async fn update_user(
     Require(caller): Require<UsersWrite>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
     JsonFields(mut fields): JsonFields,
 ) -> Result<Json<AdminUser>, ApiError> {
@@ -236,7 +238,7 @@ pub async fn update_user(
         Some(disabled) => {
             state
                 .auth
-                .set_disabled(caller.actor(), id, disabled)
+                .set_disabled(caller.actor(), id, disabled, &client)
                 .await?
         }
         None => state.auth.account(id).await?,
@@ -270,10 +272,14 @@ pub async fn update_user(
 pub async fn delete_user(
     Require(caller): Require<UsersDelete>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&path)?;
-    state.auth.delete_account(caller.actor(), id).await?;
+    state
+        .auth
+        .delete_account(caller.actor(), id, &client)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -301,10 +307,11 @@ pub async fn delete_user(
 pub async fn end_sessions(
     Require(caller): Require<SessionsRevoke>,
     State(state): State<AppState>,
+    client: ClientInfo,
     path: PathParams,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&path)?;
-    state.auth.end_sessions(caller.actor(), id).await?;
+    state.auth.end_sessions(caller.actor(), id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
