@@ -145,7 +145,7 @@ impl Auth {
         } else {
             AuditEvent::UserEnabled
         };
-        let audit = client.success(event).by(actor.id).on(target);
+        let audit = self.success(client, event).by(actor.id).on(target);
         let (account, revoked) = refused(
             self.db
                 .set_disabled(target, disabled, self.now(), &audit)
@@ -177,8 +177,8 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         self.may_act_on(actor, target).await?;
-        let audit = client
-            .success(AuditEvent::UserDeleted)
+        let audit = self
+            .success(client, AuditEvent::UserDeleted)
             .by(actor.id)
             .on(target);
         refused(self.db.delete_user(target, &audit).await?)?;
@@ -200,8 +200,8 @@ impl Auth {
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         self.may_act_on(actor, target).await?;
-        let audit = client
-            .success(AuditEvent::SessionRevoked)
+        let audit = self
+            .success(client, AuditEvent::SessionRevoked)
             .by(actor.id)
             .on(target);
         let revoked = self
@@ -231,8 +231,8 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let role = self.existing_role_name(target, role).await?;
         self.may_grant(actor, target, &role).await?;
-        let audit = client
-            .success(AuditEvent::RoleGranted)
+        let audit = self
+            .success(client, AuditEvent::RoleGranted)
             .by(actor.id)
             .on(target)
             .with("role", role.as_str());
@@ -263,8 +263,8 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let role = self.existing_role_name(target, role).await?;
         self.may_grant(actor, target, &role).await?;
-        let audit = client
-            .success(AuditEvent::RoleRevoked)
+        let audit = self
+            .success(client, AuditEvent::RoleRevoked)
             .by(actor.id)
             .on(target)
             .with("role", role.as_str());
@@ -354,8 +354,8 @@ impl Auth {
             ..role
         };
         actor.covers(role.permissions)?;
-        let audit = client
-            .success(AuditEvent::RoleCreated)
+        let audit = self
+            .success(client, AuditEvent::RoleCreated)
             .by(actor.id)
             .with("role", role.name.as_str())
             .with("permissions", role.permissions.names());
@@ -387,8 +387,8 @@ impl Auth {
             actor.covers(stored.permissions)?;
             actor.covers(permissions)?;
         }
-        let audit = client
-            .success(AuditEvent::RoleUpdated)
+        let audit = self
+            .success(client, AuditEvent::RoleUpdated)
             .by(actor.id)
             .with("role", name.as_str())
             .with("permissions", permissions.names())
@@ -421,8 +421,8 @@ impl Auth {
         if !stored.builtin {
             actor.covers(stored.permissions)?;
         }
-        let audit = client
-            .success(AuditEvent::RoleDeleted)
+        let audit = self
+            .success(client, AuditEvent::RoleDeleted)
             .by(actor.id)
             .with("role", name.as_str())
             .with("permissions", stored.permissions.names());

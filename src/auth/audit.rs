@@ -4,11 +4,13 @@
 //! themselves are written by the store, in the transaction of the change (see
 //! [`crate::store`]'s `audit` module).
 
-use crate::domain::{AuditEvent, Outcome};
-use crate::metrics::Metrics;
-use crate::store::{AuditEntry, AuditRecord};
+use std::time::Duration;
 
-use super::{Auth, ClientInfo};
+use crate::domain::{AuditEvent, Outcome, UserId};
+use crate::metrics::Metrics;
+use crate::store::{AuditEntry, AuditQuery, AuditRecord, unix_micros};
+
+use super::{Auth, AuthError, ClientInfo};
 
 impl ClientInfo {
     /// An entry of `event` carrying this client's address, user agent and request id.
@@ -69,8 +71,87 @@ pub fn mirror(record: &AuditRecord) {
 }
 
 impl Auth {
+    /// [`ClientInfo::success`], stamped by the service's clock.
+    pub(super) fn success(&self, client: &ClientInfo, event: AuditEvent) -> AuditEntry {
+        self.stamped(client.success(event))
+    }
+
+    /// [`ClientInfo::failure`], stamped by the service's clock.
+    pub(super) fn failure(&self, client: &ClientInfo, event: AuditEvent) -> AuditEntry {
+        self.stamped(client.failure(event))
+    }
+
+    fn stamped(&self, mut entry: AuditEntry) -> AuditEntry {
+        entry.at = Some(unix_micros(self.clock.now()));
+        entry
+    }
+
     /// [`written`] with this service's metrics.
     pub(super) fn audited<'a>(&self, entries: impl IntoIterator<Item = &'a AuditEntry>) {
         written(&self.metrics, entries);
+    }
+}
+
+/// One page of the trail, newest first.
+#[derive(Debug)]
+pub struct AuditPage {
+    /// At most the page size of events.
+    pub events: Vec<AuditRecord>,
+    /// The id to continue below (the last event's) when more events follow; `None` when this
+    /// page is the last.
+    pub next: Option<i64>,
+}
+
+impl Auth {
+    /// A page of the events matching `query` (`query.limit` of them at most), newest first.
+    /// Keyset paging by id: events written meanwhile have higher ids, so they never shift a
+    /// later page.
+    pub async fn audit_events(&self, query: AuditQuery) -> Result<AuditPage, AuthError> {
+        let limit = query.limit;
+        // One more than asked for says whether another page follows, without a count.
+        let query = AuditQuery {
+            limit: limit.saturating_add(1),
+            ..query
+        };
+        let mut events = self.db.audit_events(&query).await?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next = if more {
+            events.last().map(|event| event.id)
+        } else {
+            None
+        };
+        Ok(AuditPage { events, next })
+    }
+
+    /// `GET /auth/activity`: the events concerning `user`'s own account (logins and failed
+    /// logins with address and user agent, password changes and resets, sessions ended, role
+    /// and status changes), newest first, below `before`.
+    pub async fn activity(
+        &self,
+        user: UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<AuditPage, AuthError> {
+        self.audit_events(AuditQuery {
+            target: Some(user),
+            before,
+            limit,
+            ..AuditQuery::default()
+        })
+        .await
+    }
+
+    /// Deletes the events older than `retention` by the service's clock (the oldest rows of
+    /// the chain; the chain's anchor moves with them, so verification still passes); how many.
+    pub async fn purge_audit_events(&self, retention: Duration) -> Result<u64, AuthError> {
+        let cutoff = self.clock.now() - retention;
+        let purged = self.db.purge_audit_events(unix_micros(cutoff)).await?;
+        self.metrics.record_audit_purged(purged);
+        if purged > 0 {
+            tracing::info!(count = purged, "audit events past their retention purged");
+        }
+        Ok(purged)
     }
 }

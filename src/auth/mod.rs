@@ -228,8 +228,8 @@ impl Auth {
         let hash = self.hasher.hash(admission, password.into_secret()).await?;
         let (token, mail) = self.signup_verification(new.email.as_str(), new.username.as_str())?;
         let audit = [
-            client.success(AuditEvent::UserSignedUp),
-            client.success(AuditEvent::EmailVerificationSent),
+            self.success(client, AuditEvent::UserSignedUp),
+            self.success(client, AuditEvent::EmailVerificationSent),
         ];
         let user = self
             .db
@@ -265,8 +265,8 @@ impl Auth {
                     );
                     // No target and no login name: the throttle refuses before any lookup
                     // (and what was typed may be a password).
-                    let entry = client
-                        .failure(AuditEvent::LoginThrottled)
+                    let entry = self
+                        .failure(client, AuditEvent::LoginThrottled)
                         .with("scope", throttled.scope.name());
                     self.record_refusal(entry).await?;
                     return Err(AuthError::Throttled(throttled.retry_after));
@@ -358,8 +358,8 @@ impl Auth {
         account: Option<UserId>,
         reason: &'static str,
     ) -> Result<(), AuthError> {
-        let mut entry = client
-            .failure(AuditEvent::LoginFailed)
+        let mut entry = self
+            .failure(client, AuditEvent::LoginFailed)
             .with("reason", reason);
         entry.target = account;
         self.record_refusal(entry).await

@@ -232,8 +232,8 @@ impl Auth {
         )?;
         let started = Instant::now();
         let deadline = started + self.forgot_write.budget();
-        let audit = client
-            .success(AuditEvent::PasswordResetRequested)
+        let audit = self
+            .success(client, AuditEvent::PasswordResetRequested)
             .on(account.user_id);
         let written = self
             .db
@@ -324,8 +324,8 @@ impl Auth {
             now,
             notice: &notice,
         };
-        let audit = client
-            .success(AuditEvent::PasswordResetCompleted)
+        let audit = self
+            .success(client, AuditEvent::PasswordResetCompleted)
             .on(owner.user_id);
         let Some(revoked) = self.db.reset_password(&reset, &audit).await? else {
             // Used up or expired while the new password was being hashed.
@@ -388,8 +388,8 @@ impl Auth {
             now,
             row.expires_at,
         )?;
-        let audit = client
-            .success(AuditEvent::EmailVerificationSent)
+        let audit = self
+            .success(client, AuditEvent::EmailVerificationSent)
             .by(user.id)
             .on(user.id);
         if !self
@@ -417,7 +417,7 @@ impl Auth {
     ) -> Result<(), AuthError> {
         let token = AccountToken::presented(TokenPurpose::EmailVerification, raw_token)
             .ok_or(AuthError::InvalidAccountToken)?;
-        let audit = client.success(AuditEvent::EmailVerified);
+        let audit = self.success(client, AuditEvent::EmailVerified);
         let user = self
             .db
             .verify_email(&token.hash(), self.now(), &audit)
@@ -461,8 +461,8 @@ impl Auth {
                     retry_after_secs = throttled.retry_after.as_secs_f64().ceil(),
                     "password change throttled"
                 );
-                let entry = client
-                    .failure(AuditEvent::LoginThrottled)
+                let entry = self
+                    .failure(client, AuditEvent::LoginThrottled)
                     .by(user.id)
                     .on(user.id)
                     .with("scope", throttled.scope.name())
@@ -504,8 +504,8 @@ impl Auth {
             now,
             notice: &notice,
         };
-        let audit = client
-            .success(AuditEvent::PasswordChanged)
+        let audit = self
+            .success(client, AuditEvent::PasswordChanged)
             .by(user.id)
             .on(user.id);
         let Some(revoked) = self.db.change_password(&change, &audit).await? else {

@@ -121,7 +121,10 @@ impl Auth {
             ip: ip.as_deref(),
             verified_hash,
         };
-        let audit = client.success(AuditEvent::LoginSucceeded).by(user).on(user);
+        let audit = self
+            .success(client, AuditEvent::LoginSucceeded)
+            .by(user)
+            .on(user);
         let Some(session) = self.db.create_session(&new, &record, &audit).await? else {
             tracing::info!(
                 user_id = user.get(),
@@ -160,7 +163,7 @@ impl Auth {
             issued_at: now,
         };
         let grace = secs(self.sessions.refresh_grace);
-        let reuse = client.failure(AuditEvent::RefreshReuseDetected);
+        let reuse = self.failure(client, AuditEvent::RefreshReuseDetected);
         let rotation = self
             .db
             .rotate_refresh_token(
@@ -257,7 +260,7 @@ impl Auth {
         session: SessionId,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let audit = client.success(AuditEvent::SessionRevoked);
+        let audit = self.success(client, AuditEvent::SessionRevoked);
         self.end_session(user, session, RevokeReason::Revoked, audit)
             .await
     }
@@ -270,7 +273,7 @@ impl Auth {
         session: SessionId,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let audit = client.success(AuditEvent::LoggedOut);
+        let audit = self.success(client, AuditEvent::LoggedOut);
         self.end_session(user, session, RevokeReason::Logout, audit)
             .await
     }
@@ -312,7 +315,10 @@ impl Auth {
         user: UserId,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let audit = client.success(AuditEvent::LoggedOutAll).by(user).on(user);
+        let audit = self
+            .success(client, AuditEvent::LoggedOutAll)
+            .by(user)
+            .on(user);
         let count = self
             .db
             .revoke_all_sessions(user, self.now(), &audit)

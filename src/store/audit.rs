@@ -57,6 +57,9 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
     /// Facts of the event (ids, names, counts).
     pub details: Details,
+    /// When it happened (Unix microseconds) by the service's clock; `None`: when the store
+    /// writes it, by the system clock.
+    pub at: Option<i64>,
     /// The row as written, once its transaction wrote it (see [`AuditEntry::written`]).
     written: OnceLock<AuditRecord>,
 }
@@ -73,6 +76,7 @@ impl AuditEntry {
             user_agent: None,
             request_id: None,
             details: Vec::new(),
+            at: None,
             written: OnceLock::new(),
         }
     }
@@ -248,8 +252,12 @@ fn write_canonical(out: &mut String, value: &Value) {
 
 /// Now, in Unix microseconds.
 fn now_micros() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+    unix_micros(time::OffsetDateTime::now_utc())
+}
+
+/// `at` in Unix microseconds.
+pub fn unix_micros(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
 }
 
 /// What to read from the trail: one page, newest first (see [`Db::audit_events`]).
@@ -465,8 +473,7 @@ where
         details.extend(extra.iter().cloned());
         let mut record = AuditRecord {
             id,
-            // Stamped under the head's lock, so times rise with ids (but for clock steps).
-            occurred_at: now_micros(),
+            occurred_at: entry.at.unwrap_or_else(now_micros),
             event: entry.event.as_str().to_owned(),
             actor_user_id: entry.actor.map(UserId::get),
             target_user_id: target.or(entry.target.map(UserId::get)),
