@@ -34,6 +34,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     connections: ConnectionLimits,
     purge_interval: Duration,
+    audit_retention: Option<Duration>,
     limiter: Arc<Limiter>,
     mailer: Arc<Mailer>,
     clock: Arc<dyn Clock>,
@@ -130,6 +131,7 @@ impl App {
             metrics,
             connections,
             purge_interval: settings.sessions.purge_interval,
+            audit_retention: settings.audit_retention,
             limiter,
             mailer,
             clock,
@@ -148,7 +150,11 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr()?, database = self.db.kind(), "listening");
-        let purge = tokio::spawn(purge_sessions(self.auth.clone(), self.purge_interval));
+        let purge = tokio::spawn(purge_sessions(
+            self.auth.clone(),
+            self.purge_interval,
+            self.audit_retention,
+        ));
         let reap = tokio::spawn(close_idle_connections(self.db.clone()));
         let sweep = tokio::spawn(sweep_limits(self.limiter.clone()));
         let mut mail = tokio::spawn(send_mail(
@@ -257,7 +263,7 @@ async fn close_idle_connections(db: Db) {
 }
 
 /// Deletes ended sessions every `interval`, so the session tables do not grow without bound.
-async fn purge_sessions(auth: Arc<Auth>, interval: Duration) {
+async fn purge_sessions(auth: Arc<Auth>, interval: Duration, audit_retention: Option<Duration>) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate; start one interval after start-up
@@ -267,6 +273,11 @@ async fn purge_sessions(auth: Arc<Auth>, interval: Duration) {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "ended sessions purged"),
             Err(err) => tracing::warn!(error = %err, "purging ended sessions failed"),
+        }
+        if let Some(retention) = audit_retention
+            && let Err(err) = auth.purge_audit_events(retention).await
+        {
+            tracing::warn!(error = %err, "purging audit events past their retention failed");
         }
     }
 }

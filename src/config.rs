@@ -59,6 +59,9 @@ pub struct Settings {
     /// The admin account start-up ensures (`ADMIN_EMAIL`, `ADMIN_USERNAME`, `ADMIN_PASSWORD`,
     /// all three or none).
     pub admin: Option<AdminAccount>,
+    /// How long audit events are kept (`AUDIT_RETENTION_DAYS`, 0..=36500, default 365); `None`
+    /// (0): forever.
+    pub audit_retention: Option<Duration>,
 }
 
 /// An admin account to ensure at start-up: created with `password` if no account has `email`,

@@ -86,6 +86,7 @@ pub const VARIABLES: &[&str] = &[
     "ADMIN_EMAIL",
     "ADMIN_USERNAME",
     "ADMIN_PASSWORD",
+    "AUDIT_RETENTION_DAYS",
     "LOG_FORMAT",
 ];
 
@@ -380,6 +381,12 @@ pub struct SettingsArgs {
           hide_env_values = true, value_parser = secret)]
     pub admin_password: Option<SecretString>,
 
+    /// Audit events older than this are deleted (hourly, with ended sessions; the chain stays
+    /// verifiable); days, 0..=36500, 0 keeps them forever.
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", global = true, help_heading = "Audit",
+          default_value_t = 365, value_parser = bounded::<u64>(0..=36_500))]
+    pub audit_retention_days: u64,
+
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", global = true, help_heading = "Logs", default_value = "json",
           value_parser = BlankIsDefault(EnumValueParser::<LogFormat>::new()))]
@@ -530,6 +537,8 @@ impl SettingsArgs {
                 retry_max: Duration::from_secs(self.mail_retry_max_secs),
             },
             admin,
+            audit_retention: (self.audit_retention_days > 0)
+                .then(|| Duration::from_secs(self.audit_retention_days * 86_400)),
         })
     }
 }

@@ -302,6 +302,7 @@ pub fn test_settings(url: &str) -> Settings {
             retry_max: Duration::from_secs(1),
         },
         admin: None,
+        audit_retention: Some(Duration::from_secs(365 * 86_400)),
     }
 }
 
