@@ -52,6 +52,15 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(s.hash_queue.per_core, 16);
     assert_eq!(s.hash_queue.full_wait, Duration::from_millis(250));
     assert_eq!(s.log_format, LogFormat::Json);
+    assert_eq!(s.audit_retention, Some(Duration::from_secs(365 * 86_400)));
+}
+
+#[test]
+fn an_audit_retention_of_zero_keeps_events_forever() {
+    let s = settings(&[("AUDIT_RETENTION_DAYS", "0")]).expect("valid");
+    assert_eq!(s.audit_retention, None);
+    let s = settings(&[("AUDIT_RETENTION_DAYS", "30")]).expect("valid");
+    assert_eq!(s.audit_retention, Some(Duration::from_secs(30 * 86_400)));
 }
 
 #[test]
@@ -202,7 +211,7 @@ fn each_documented_range_is_the_enforced_one() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 26, "every numeric setting documents its range");
+    assert_eq!(checked, 27, "every numeric setting documents its range");
 }
 
 #[test]
