@@ -145,13 +145,25 @@ impl Auth {
 
     /// Deletes the events older than `retention` by the service's clock (the oldest rows of
     /// the chain; the chain's anchor moves with them, so verification still passes); how many.
+    /// Rows that are not an intact chain are not deleted (an error is logged): a purge never
+    /// removes the evidence of tampering.
     pub async fn purge_audit_events(&self, retention: Duration) -> Result<u64, AuthError> {
         let cutoff = self.clock.now() - retention;
-        let purged = self.db.purge_audit_events(unix_micros(cutoff)).await?;
-        self.metrics.record_audit_purged(purged);
-        if purged > 0 {
-            tracing::info!(count = purged, "audit events past their retention purged");
+        let purge = self.db.purge_audit_events(unix_micros(cutoff)).await?;
+        self.metrics.record_audit_purged(purge.deleted);
+        if purge.deleted > 0 {
+            tracing::info!(
+                count = purge.deleted,
+                "audit events past their retention purged"
+            );
         }
-        Ok(purged)
+        if let Some(broken) = purge.refused {
+            tracing::error!(
+                error = %broken,
+                "the audit chain is broken among the events due for purging: they are kept \
+                 (run `cerego audit verify`); the purge stops there until the chain is repaired"
+            );
+        }
+        Ok(purge.deleted)
     }
 }

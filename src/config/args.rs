@@ -381,8 +381,9 @@ pub struct SettingsArgs {
           hide_env_values = true, value_parser = secret)]
     pub admin_password: Option<SecretString>,
 
-    /// Audit events older than this are deleted (hourly, with ended sessions; the chain stays
-    /// verifiable); days, 0..=36500, 0 keeps them forever.
+    /// Audit events older than this are deleted (with ended sessions, every
+    /// SESSION_PURGE_INTERVAL_SECS; the chain stays verifiable); days, 0..=36500, 0 keeps them
+    /// forever.
     #[arg(long, env = "AUDIT_RETENTION_DAYS", global = true, help_heading = "Audit",
           default_value_t = 365, value_parser = bounded::<u64>(0..=36_500))]
     pub audit_retention_days: u64,

@@ -278,7 +278,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
                 .map(str::to_owned)
         };
         Ok(Self {
-            user_agent: text(header::USER_AGENT.as_str()),
+            // Any bytes a client sends (obs-text included) are kept, as text: an odd agent is
+            // worth recording, not dropping.
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             ip: parts.extensions.get::<ClientIp>().map(|ip| ip.0),
             request_id: text(super::middleware::REQUEST_ID.as_str()),
         })

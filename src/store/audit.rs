@@ -290,6 +290,16 @@ pub struct ChainReport {
     pub broken: Option<ChainBreak>,
 }
 
+/// What [`Db::purge_audit_events`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Events deleted.
+    pub deleted: u64,
+    /// Where the rows due for deletion are not an intact chain: nothing from there on was
+    /// deleted.
+    pub refused: Option<ChainBreak>,
+}
+
 /// The first place where the stored trail is not the chain that was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
@@ -404,19 +414,30 @@ impl Db {
     }
 
     /// Deletes the events that occurred before `before` (Unix microseconds): the oldest rows,
-    /// a batch per transaction, each batch recorded as the chain's new anchor. How many.
-    pub async fn purge_audit_events(&self, before: i64) -> Result<u64, StoreError> {
-        let mut purged = 0;
+    /// a batch per transaction, each batch recorded as the chain's new anchor. How many, and
+    /// the break that stopped it, if any: a batch is deleted only if it is intact (each row
+    /// hashes to its `hash` and links to the one before, from the anchor), so a purge never
+    /// deletes the evidence of a row edited or deleted by hand.
+    pub async fn purge_audit_events(&self, before: i64) -> Result<Purge, StoreError> {
+        let mut purge = Purge::default();
         loop {
-            let deleted = dispatch!(self, conn => {
+            let batch = dispatch!(self, conn => {
                 let mut tx = conn.begin().await?;
-                let deleted = tx.purge_batch(before).await?;
+                let batch = tx.purge_batch(before).await?;
                 tx.commit().await?;
-                Ok(deleted)
+                Ok(batch)
             })?;
-            purged += deleted;
-            if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
-                return Ok(purged);
+            match batch {
+                Ok(deleted) => {
+                    purge.deleted += deleted;
+                    if deleted < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                        return Ok(purge);
+                    }
+                }
+                Err(broken) => {
+                    purge.refused = Some(broken);
+                    return Ok(purge);
+                }
             }
         }
     }
@@ -435,9 +456,10 @@ pub(super) trait AuditSql {
     ) -> Result<(), sqlx::Error>;
     /// Checks the chain (see [`Db::verify_audit_chain`]).
     async fn walk_chain(&mut self) -> Result<ChainReport, sqlx::Error>;
-    /// Deletes up to [`BATCH`] of the oldest rows, if they occurred before `before`, and
-    /// records the last as the anchor; how many.
-    async fn purge_batch(&mut self, before: i64) -> Result<u64, sqlx::Error>;
+    /// Deletes up to [`BATCH`] of the oldest rows, if they occurred before `before` and are an
+    /// intact chain from the anchor, and records the last as the anchor; how many, or where
+    /// the chain is broken (nothing deleted).
+    async fn purge_batch(&mut self, before: i64) -> Result<Result<u64, ChainBreak>, sqlx::Error>;
 }
 
 impl<C> AuditSql for C
@@ -588,34 +610,61 @@ where
         Ok(report)
     }
 
-    async fn purge_batch(&mut self, before: i64) -> Result<u64, sqlx::Error> {
+    async fn purge_batch(&mut self, before: i64) -> Result<Result<u64, ChainBreak>, sqlx::Error> {
         // Taking the head first makes the purge one of the appends' turns: no row is appended
         // while the anchor moves.
-        const LOCK: &str = "UPDATE audit_chain SET anchor_id = anchor_id WHERE id = 1";
-        const LAST: &str = "SELECT id, hash FROM audit_events \
-            WHERE id <= (SELECT max(id) FROM audit_events WHERE occurred_at < $1) \
-            ORDER BY id LIMIT $2";
+        const LOCK: &str = "UPDATE audit_chain SET anchor_id = anchor_id WHERE id = 1 \
+            RETURNING last_id, last_hash, anchor_id, anchor_hash";
+        const BATCH_ROWS: &str = concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM audit_events ",
+            "WHERE id <= (SELECT max(id) FROM audit_events WHERE occurred_at < $1) ",
+            "ORDER BY id LIMIT $2"
+        );
         const DELETE: &str = "DELETE FROM audit_events WHERE id <= $1";
         const ANCHOR: &str = "UPDATE audit_chain SET anchor_id = $1, anchor_hash = $2 WHERE id = 1";
-        sqlx::query(LOCK).execute(&mut *self).await?;
-        let batch: Vec<(i64, String)> = sqlx::query_as(LAST)
+        let head: Head = sqlx::query_as(LOCK).fetch_one(&mut *self).await?;
+        let batch: Vec<AuditRecord> = sqlx::query_as(BATCH_ROWS)
             .bind(before)
             .bind(BATCH)
             .fetch_all(&mut *self)
             .await?;
-        let Some((last, hash)) = batch.last() else {
-            return Ok(0);
+        let Some(last) = batch.last() else {
+            return Ok(Ok(0));
         };
-        // Every row up to `last` is in the batch: ids come from the head, which this
-        // transaction holds.
+        let mut expected_id = head.anchor_id + 1;
+        let mut prev_hash = head.anchor_hash.trim_end();
+        for row in &batch {
+            let broken = if row.id < expected_id || row.id > head.last_id {
+                Some(ChainBreak::Inserted(row.id))
+            } else if row.id > expected_id {
+                Some(ChainBreak::Missing(expected_id))
+            } else if row.expected_hash() != row.hash.trim_end() {
+                Some(ChainBreak::Altered(row.id))
+            } else if row.prev_hash.trim_end() != prev_hash {
+                Some(ChainBreak::Rehashed(row.id - 1))
+            } else {
+                None
+            };
+            if let Some(broken) = broken {
+                return Ok(Err(broken));
+            }
+            expected_id = row.id + 1;
+            prev_hash = row.hash.trim_end();
+        }
+        // Every row up to `last` is in the batch (checked above: consecutive from the anchor).
         let deleted = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-        sqlx::query(DELETE).bind(*last).execute(&mut *self).await?;
-        sqlx::query(ANCHOR)
-            .bind(*last)
-            .bind(hash.trim_end())
+        sqlx::query(DELETE)
+            .bind(last.id)
             .execute(&mut *self)
             .await?;
-        Ok(deleted)
+        sqlx::query(ANCHOR)
+            .bind(last.id)
+            .bind(last.hash.trim_end())
+            .execute(&mut *self)
+            .await?;
+        Ok(Ok(deleted))
     }
 }
 

@@ -22,7 +22,7 @@ pub use account_tokens::{
 };
 pub use admin::{AccountQuery, AdminGrant, Refusal};
 pub use audit::{
-    AuditEntry, AuditQuery, AuditRecord, ChainBreak, ChainReport, Details, GENESIS_HASH,
+    AuditEntry, AuditQuery, AuditRecord, ChainBreak, ChainReport, Details, GENESIS_HASH, Purge,
     canonical_details, unix_micros,
 };
 pub use connect::{connect, migrate};

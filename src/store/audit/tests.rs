@@ -247,7 +247,13 @@ async fn a_purge_moves_the_anchor_and_the_chain_still_verifies() {
         .purge_audit_events(1_700_000_000_000_005)
         .await
         .expect("purged");
-    assert_eq!(purged, 4);
+    assert_eq!(
+        purged,
+        Purge {
+            deleted: 4,
+            refused: None
+        }
+    );
     assert_eq!(
         verify(&db).await,
         ChainReport {
@@ -274,9 +280,21 @@ async fn a_purge_moves_the_anchor_and_the_chain_still_verifies() {
 async fn purging_everything_leaves_a_verifiable_empty_chain() {
     let (_dir, db) = test_database().await;
     append(&db, 3).await;
-    assert_eq!(db.purge_audit_events(i64::MAX).await.expect("purged"), 3);
+    assert_eq!(
+        db.purge_audit_events(i64::MAX)
+            .await
+            .expect("purged")
+            .deleted,
+        3
+    );
     assert_eq!(verify(&db).await.broken, None);
-    assert_eq!(db.purge_audit_events(i64::MAX).await.expect("purged"), 0);
+    assert_eq!(
+        db.purge_audit_events(i64::MAX)
+            .await
+            .expect("purged")
+            .deleted,
+        0
+    );
     append(&db, 1).await;
     let rows = rows(&db).await;
     assert_eq!(rows.len(), 1);
@@ -342,4 +360,24 @@ async fn filters_and_keyset_pages() {
         .await,
         [5, 3, 2]
     );
+}
+
+#[tokio::test]
+async fn a_purge_keeps_rows_that_are_not_an_intact_chain() {
+    let (_dir, db) = test_database().await;
+    append(&db, 6).await;
+    execute(&db, "DELETE FROM audit_events WHERE id = 3").await;
+    let purge = db.purge_audit_events(i64::MAX).await.expect("ran");
+    assert_eq!(
+        purge,
+        Purge {
+            deleted: 0,
+            refused: Some(ChainBreak::Missing(3))
+        }
+    );
+    assert_eq!(rows(&db).await.len(), 5, "nothing deleted");
+    assert_eq!(verify(&db).await.broken, Some(ChainBreak::Missing(3)));
+    execute(&db, "UPDATE audit_events SET details = '{}' WHERE id = 1").await;
+    let purge = db.purge_audit_events(i64::MAX).await.expect("ran");
+    assert_eq!(purge.refused, Some(ChainBreak::Altered(1)));
 }
