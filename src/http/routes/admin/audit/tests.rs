@@ -123,6 +123,14 @@ fn since_and_until_take_rfc_3339_in_any_offset_and_are_inclusive_to_the_microsec
         at("since=2026-11-29T13:05:09.000000001Z&until=2026-11-29T13:05:09.000001999Z"),
         (Some(1_795_957_509_000_001), Some(1_795_957_509_000_001))
     );
+    // The extremes RFC 3339 can spell (as property-based testers generate them).
+    for extreme in [
+        "0001-01-01T00:00:00%2B23:59",
+        "9999-12-31T23:59:59.999999-23:59",
+    ] {
+        let (since, _) = at(&format!("since={extreme}"));
+        assert!(since.is_some(), "{extreme}");
+    }
     assert_eq!(
         at("since=1969-12-31T23:59:59.9999995Z"),
         (Some(0), None),
