@@ -1,4 +1,5 @@
-//! The `cerego` command: `serve` (the default), `migrate`, `create-admin` or `healthcheck`.
+//! The `cerego` command: `serve` (the default), `migrate`, `create-admin`, `audit verify` or
+//! `healthcheck`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,6 +59,17 @@ enum Command {
         #[arg(long)]
         username: String,
     },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit trail's hash chain, from the oldest kept event to the newest: exit 0 if
+    /// intact, 1 naming the first event that was altered, deleted or inserted out of chain, 2 if
+    /// the database cannot be read. Needs only the database settings; reads, never migrates.
+    Verify,
 }
 
 #[tokio::main]
@@ -78,6 +90,7 @@ async fn main() -> ExitCode {
         Command::Serve => cli.settings.clone().into_settings().map(Run::Serve),
         Command::Migrate => cli.settings.database().map(Run::Migrate),
         Command::Healthcheck => Ok(Run::Healthcheck(cli.settings.port)),
+        Command::Audit(AuditCommand::Verify) => cli.settings.database().map(Run::AuditVerify),
         Command::CreateAdmin { email, username } => cli.settings.database().map(|database| {
             Run::CreateAdmin(Box::new(AdminCommand {
                 database,
@@ -103,6 +116,7 @@ async fn main() -> ExitCode {
         Run::Migrate(database) => migrate(database).await,
         Run::Healthcheck(port) => healthcheck(port).await,
         Run::CreateAdmin(command) => return create_admin(*command).await,
+        Run::AuditVerify(database) => return audit_verify(database).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +138,7 @@ enum Run {
     Migrate(DatabaseSettings),
     Healthcheck(u16),
     CreateAdmin(Box<AdminCommand>),
+    AuditVerify(DatabaseSettings),
 }
 
 /// What `create-admin` needs: the database, the hasher's settings and the account's names.
@@ -272,6 +287,43 @@ fn failed(err: &anyhow::Error) -> ExitCode {
     tracing::error!(error = format!("{err:#}"), "create-admin failed");
     eprintln!("cerego: {err:#}");
     ExitCode::FAILURE
+}
+
+/// `audit verify`: one line on standard output when the chain is intact (exit 0); one line on
+/// standard error naming the first broken row (exit 1), or saying why the trail could not be
+/// read (exit 2, so a script tells "tampered" from "not checked", as `diff` and `cmp` do).
+async fn audit_verify(database: DatabaseSettings) -> ExitCode {
+    let verified = async {
+        let (db, _) = store::connect(&database)?;
+        let report = db
+            .verify_audit_chain()
+            .await
+            .context("cannot read the audit trail (is DATABASE_URL reachable and migrated?)");
+        db.close().await;
+        report
+    };
+    let report = match verified.await {
+        Ok(report) => report,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "audit verify failed");
+            eprintln!("cerego: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(broken) = report.broken {
+        tracing::error!(checked = report.checked, %broken, "audit chain broken");
+        eprintln!("audit chain broken: {broken}");
+        return ExitCode::FAILURE;
+    }
+    match report.span {
+        Some((first, last)) => println!(
+            "audit chain intact: {} event{} (ids {first}..{last})",
+            report.checked,
+            if report.checked == 1 { "" } else { "s" }
+        ),
+        None => println!("audit chain intact: no events"),
+    }
+    ExitCode::SUCCESS
 }
 
 async fn healthcheck(port: u16) -> anyhow::Result<()> {

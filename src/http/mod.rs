@@ -2,6 +2,7 @@
 //! responses. This is the only module that knows axum.
 
 pub mod client_ip;
+pub mod cursor;
 pub mod error;
 pub mod extract;
 mod middleware;
@@ -57,6 +58,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::recovery::change))
         .routes(routes!(routes::email::request_verification))
         .routes(routes!(routes::email::verify_page, routes::email::verify))
+        .routes(routes!(routes::activity::activity))
         .routes(routes!(routes::admin::users::list_users))
         .routes(routes!(
             routes::admin::users::get_user,
@@ -76,6 +78,7 @@ pub fn api() -> OpenApiRouter<AppState> {
             routes::admin::roles::replace_role,
             routes::admin::roles::delete_role
         ))
+        .routes(routes!(routes::admin::audit::list_audit_events))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::metrics::metrics))

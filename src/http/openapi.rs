@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::domain::Permission;
 use crate::http::routes::admin::PermissionName;
+use crate::http::routes::admin::audit::{AuditEventName, AuditOutcome};
 
 /// The security scheme Swagger UI's "Authorize" uses: the OAuth2 password form on `/auth/login`
 /// (named as FastAPI names it, so generated clients keep their names).
@@ -71,8 +72,10 @@ pub struct ValidationError {
             (`POST /auth/refresh`, rotated on every use); sessions can be listed, ended one by one \
             or all at once (logout). Account recovery: password reset and email verification by \
             single-use links sent by mail, and password change. Administration (`/admin`): \
-            accounts and roles, each operation requiring one permission that the caller's roles \
-            must grant at the time of the request (the token's `roles` claim is not trusted). \
+            accounts, roles and the audit trail, each operation requiring one permission that the \
+            caller's roles must grant at the time of the request (the token's `roles` claim is \
+            not trusted). Security events (logins, password and session changes, admin actions) \
+            are recorded in a tamper-evident audit trail; each user can list their own. \
             Errors are FastAPI-shaped: `{\"detail\": \"…\"}`, or for invalid input a 422 \
             listing every failing field.",
         license(name = "MIT OR Apache-2.0")
@@ -80,12 +83,21 @@ pub struct ValidationError {
     tags(
         (name = "auth", description = "Accounts and access tokens"),
         (name = "sessions", description = "Refresh-token rotation, logout and session management"),
-        (name = "account", description = "Password reset, email verification and password change"),
-        (name = "admin", description = "Accounts and roles; each operation requires the \
+        (name = "account", description = "Password reset, email verification, password change \
+            and the account's security events"),
+        (name = "admin", description = "Accounts, roles and the audit trail; each operation requires the \
             permission its OAuth2 scope names"),
         (name = "operations", description = "Health, readiness and metrics")
     ),
-    components(schemas(Detail, ErrorDetail, ValidationError, ValidationIssue, PermissionName)),
+    components(schemas(
+        Detail,
+        ErrorDetail,
+        ValidationError,
+        ValidationIssue,
+        PermissionName,
+        AuditEventName,
+        AuditOutcome
+    )),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
@@ -162,7 +174,7 @@ pub fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
 }
 
 /// What a response carrying a token pair leads to.
-fn token_pair_links() -> [(&'static str, Link); 5] {
+fn token_pair_links() -> [(&'static str, Link); 6] {
     let authed = |operation: &str, description: &str| {
         LinkBuilder::new()
             .operation_id(operation)
@@ -173,6 +185,10 @@ fn token_pair_links() -> [(&'static str, Link); 5] {
     [
         ("Me", authed("me", "The user the access token belongs to")),
         ("Sessions", authed("list", "The sessions of that user")),
+        (
+            "Activity",
+            authed("activity", "The security events of that user's account"),
+        ),
         (
             "Logout",
             authed("logout", "End the session the token belongs to"),
@@ -354,7 +370,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 11);
+        assert_eq!(operations, 12);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::db_tests;
 use crate::helpers::{Backend, GOOD_PASSWORD, TestApp, assert_detail};
 
 /// Every admin operation the issue lists, with the permission it needs.
-const ADMIN_ROUTES: [(&str, &str, &str); 11] = [
+const ADMIN_ROUTES: [(&str, &str, &str); 12] = [
     ("GET", "/admin/users", "users:read"),
     ("GET", "/admin/users/{id}", "users:read"),
     ("PATCH", "/admin/users/{id}", "users:write"),
@@ -24,6 +24,7 @@ const ADMIN_ROUTES: [(&str, &str, &str); 11] = [
     ("POST", "/admin/roles", "roles:write"),
     ("PUT", "/admin/roles/{name}", "roles:write"),
     ("DELETE", "/admin/roles/{name}", "roles:write"),
+    ("GET", "/admin/audit-events", "audit:read"),
 ];
 
 /// One admin operation: method, path template, the permission its OAuth2 scope names.

@@ -1,6 +1,6 @@
 //! The `cerego` binary's commands and settings as a user meets them: `migrate` on a fresh
-//! database of each kind, `--help`, blank and out-of-range variables, and the documentation of
-//! every variable.
+//! database of each kind, `audit verify` on an intact trail, `--help`, blank and out-of-range
+//! variables, and the documentation of every variable.
 
 use std::path::Path;
 use std::process::Output;
@@ -8,7 +8,7 @@ use std::process::Output;
 use cerego::config::VARIABLES;
 
 use crate::db_tests;
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::{Backend, TestDb, spawn_app};
 use crate::process::command;
 
 fn stdout(output: &Output) -> String {
@@ -83,6 +83,65 @@ db_tests! {
             db.scalar("SELECT COUNT(*) FROM _sqlx_migrations").await,
             i64::try_from(shipped).expect("few")
         );
+    }
+}
+
+db_tests! {
+    /// `audit verify` on a migrated database without events, then on one the service wrote
+    /// events to: exit 0 and one line saying what it checked. It reads only: no signing key.
+    async fn audit_verify_passes_an_intact_trail_and_counts_its_events(backend: Backend) {
+        let mut app = spawn_app(backend).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let verify = |url: String| {
+            command(&dir)
+                .args(["audit", "verify"])
+                .env("DATABASE_URL", url)
+                .output()
+                .expect("run cerego audit verify")
+        };
+
+        let empty = verify(app.db.url());
+        assert!(empty.status.success(), "{}", stderr(&empty));
+        assert!(stdout(&empty).contains("audit chain intact: no events\n"), "{}", stdout(&empty));
+
+        app.create_user("ada").await;
+        app.token_for("ada").await;
+        app.shut_down().await.expect("shut down");
+        let events = app.db.scalar("SELECT COUNT(*) FROM audit_events").await;
+        assert!(events >= 3, "sign-up, verification mail, login: {events}");
+        let intact = verify(app.db.url());
+        assert!(intact.status.success(), "{}", stderr(&intact));
+        assert!(
+            stdout(&intact).contains(&format!("audit chain intact: {events} events (ids 1..{events})\n")),
+            "{}",
+            stdout(&intact)
+        );
+    }
+}
+
+/// `audit verify` on a database it cannot read exits 2 with one line saying why (1 means a
+/// broken chain), and never creates the schema itself.
+#[test]
+fn audit_verify_exits_2_when_the_trail_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unmigrated = dir.path().join("empty.db");
+    std::fs::File::create(&unmigrated).expect("an empty SQLite file");
+    // The unmigrated database twice: the first run did not create the schema.
+    for url in [
+        format!("sqlite://{}", unmigrated.display()),
+        format!("sqlite://{}", unmigrated.display()),
+        format!("sqlite://{}/missing/dir/cerego.db", dir.path().display()),
+    ] {
+        let output = command(&dir)
+            .args(["audit", "verify"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("run");
+        let stderr = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.starts_with("cerego: "), "{url}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one clear message: {stderr}");
+        assert!(!stdout(&output).contains("audit chain"), "{url}");
     }
 }
 

@@ -81,12 +81,12 @@ db_tests! {
             ("POST", "/auth/password/forgot"), ("GET", "/auth/password/reset"),
             ("POST", "/auth/password/reset"), ("POST", "/auth/password/change"),
             ("POST", "/auth/email/verification"), ("GET", "/auth/email/verify"),
-            ("POST", "/auth/email/verify"),
+            ("POST", "/auth/email/verify"), ("GET", "/auth/activity"),
             ("GET", "/admin/users"), ("GET", "/admin/users/{id}"), ("PATCH", "/admin/users/{id}"),
             ("DELETE", "/admin/users/{id}"), ("DELETE", "/admin/users/{id}/sessions"),
             ("PUT", "/admin/users/{id}/roles/{role}"), ("DELETE", "/admin/users/{id}/roles/{role}"),
             ("GET", "/admin/roles"), ("POST", "/admin/roles"), ("PUT", "/admin/roles/{name}"),
-            ("DELETE", "/admin/roles/{name}"),
+            ("DELETE", "/admin/roles/{name}"), ("GET", "/admin/audit-events"),
             ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
         ]
         .into_iter()
@@ -198,7 +198,7 @@ db_tests! {
         assert_eq!(signup["Login"]["requestBody"]["password"], "$request.body#/password");
         for path in ["/auth/login", "/auth/refresh"] {
             let pair = links(path, "200");
-            for (name, target) in [("Me", "me"), ("Sessions", "list"), ("Logout", "logout"), ("LogoutAll", "logout_all"), ("Refresh", "refresh")] {
+            for (name, target) in [("Me", "me"), ("Sessions", "list"), ("Activity", "activity"), ("Logout", "logout"), ("LogoutAll", "logout_all"), ("Refresh", "refresh")] {
                 let link = &pair[name];
                 let id = link["operationId"].as_str().unwrap_or_else(|| panic!("{path} has no {name} link: {pair}"));
                 assert_eq!(id, target);

@@ -7,6 +7,7 @@ mod helpers;
 mod admin_listing;
 mod admin_roles;
 mod admin_users;
+mod audit_http;
 mod authorization;
 mod bootstrap;
 mod client_ip;

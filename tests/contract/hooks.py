@@ -60,7 +60,7 @@ def _login(username, password):
     return tokens["access_token"]
 
 
-@schemathesis.auth(refresh_interval=None).apply_to(path_regex="^/auth/(me|logout|logout-all|sessions|password/change|email/verification)$")
+@schemathesis.auth(refresh_interval=None).apply_to(path_regex="^/auth/(me|logout|logout-all|sessions|activity|password/change|email/verification)$")
 class FreshLogin:
     """Signs the test accounts up once, then logs in for every request that needs a token.
 

@@ -38,9 +38,23 @@ impl QueryParams {
         range: std::ops::RangeInclusive<i64>,
         errors: &mut Vec<FieldError>,
     ) -> Option<i64> {
-        let Some(raw) = self.0.get(name) else {
-            return Some(default);
-        };
+        if self.0.contains_key(name) {
+            self.optional_int(name, range, errors)
+        } else {
+            Some(default)
+        }
+    }
+
+    /// The integer parameter `name` within `range` if present; `None` when absent or, with
+    /// `int_parsing`, `greater_than_equal` or `less_than_equal` recorded in `errors`, when bad
+    /// (an empty value is not an integer).
+    pub fn optional_int(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<i64>,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<i64> {
+        let raw = self.0.get(name)?;
         let Ok(value) = raw.trim().parse::<i64>() else {
             errors.push(FieldError::query(name, NOT_AN_INTEGER, "int_parsing"));
             return None;

@@ -1,10 +1,11 @@
-//! `/admin/*`: accounts ([`users`]) and roles ([`roles`]). Every handler takes
+//! `/admin/*`: accounts ([`users`]), roles ([`roles`]) and the audit trail ([`audit`]). Every handler takes
 //! [`Require`](crate::http::extract::Require) first, naming the permission it needs, so a caller
 //! without it gets its 401 or 403 before anything about the request is checked.
 //!
 //! This file holds what both groups show: the JSON of an account and of a role, and the
 //! parameters they share.
 
+pub mod audit;
 pub mod roles;
 pub mod users;
 

@@ -1,5 +1,6 @@
 //! Route handlers, one group per file.
 
+pub mod activity;
 pub mod admin;
 pub mod auth;
 pub mod docs;

@@ -11,6 +11,7 @@ use super::{AdminUser, user_id};
 use crate::auth::ClientInfo;
 use crate::domain::UserId;
 use crate::http::AppState;
+use crate::http::cursor;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::{
     JsonFields, PathParams, QueryParams, Require, SessionsRevoke, UsersDelete, UsersRead,
@@ -69,16 +70,7 @@ impl ListQuery {
             .filter(|q| !q.is_empty())
             .map(str::to_owned);
         let limit = query.int("limit", DEFAULT_LIMIT, 1..=MAX_LIMIT, &mut errors);
-        let before = match query.text("cursor", usize::MAX, &mut errors) {
-            None | Some("") => None,
-            Some(raw) => {
-                let id = cursor::decode(raw);
-                if id.is_none() {
-                    errors.push(FieldError::query("cursor", "Invalid cursor", "value_error"));
-                }
-                id
-            }
-        };
+        let before = cursor::param(query, &mut errors).map(UserId::new);
         match (limit.and_then(|l| u32::try_from(l).ok()), errors.is_empty()) {
             (Some(limit), true) => Ok(Self {
                 search,
@@ -87,30 +79,6 @@ impl ListQuery {
             }),
             _ => Err(errors),
         }
-    }
-}
-
-/// The opaque cursor of the account list: the last id of the previous page, as base64url
-/// (unpadded) of its decimal digits. Only what [`encode`](cursor::encode) makes decodes.
-mod cursor {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-    use crate::domain::UserId;
-
-    /// The cursor that continues after `last`.
-    pub fn encode(last: UserId) -> String {
-        URL_SAFE_NO_PAD.encode(last.get().to_string())
-    }
-
-    /// The id a cursor continues after, if it is one [`encode`] made.
-    pub fn decode(cursor: &str) -> Option<UserId> {
-        let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-        let digits = std::str::from_utf8(&bytes).ok()?;
-        let id: i64 = digits.parse().ok().filter(|id| *id > 0)?;
-        let id = UserId::new(id);
-        // One spelling per id: no sign, no leading zero, no trailing bits in the last character.
-        (encode(id) == cursor).then_some(id)
     }
 }
 
@@ -145,7 +113,7 @@ pub async fn list_users(
         .await?;
     Ok(Json(UserPage {
         items: page.accounts.into_iter().map(AdminUser::from).collect(),
-        next_cursor: page.next.map(cursor::encode),
+        next_cursor: page.next.map(|last| cursor::encode(last.get())),
     }))
 }
 
