@@ -323,6 +323,12 @@ async fn audit_verify(database: DatabaseSettings) -> ExitCode {
         ),
         None => println!("audit chain intact: no events"),
     }
+    // What retention took: whoever can delete rows can also move this mark, so it is worth a
+    // look against AUDIT_RETENTION_DAYS and the log mirror.
+    if let Some((id, at)) = report.purged_through {
+        let at = at.map_or_else(|| "unknown".to_owned(), store::rfc3339_micros);
+        println!("events up to id {id} (the newest occurred at {at}) were purged by retention");
+    }
     ExitCode::SUCCESS
 }
 

@@ -27,7 +27,8 @@ CREATE INDEX audit_events_event_idx ON audit_events (event, id);
 CREATE INDEX audit_events_occurred_at_idx ON audit_events (occurred_at);
 
 -- The chain's one row: its newest event (`last_*`) and the newest event a retention purge
--- deleted (`anchor_*`, 0 and the zero hash before any purge), where verification starts.
+-- deleted (`anchor_*`, 0 and the zero hash before any purge, and when that event occurred),
+-- where verification starts.
 -- Every append locks this row (an UPDATE) just before its transaction commits, so appends take
 -- turns and each one's `prev_hash` is the hash of the row committed before it.
 CREATE TABLE audit_chain (
@@ -35,7 +36,8 @@ CREATE TABLE audit_chain (
     last_id      BIGINT NOT NULL,
     last_hash    CHAR(64) NOT NULL,
     anchor_id    BIGINT NOT NULL,
-    anchor_hash  CHAR(64) NOT NULL
+    anchor_hash  CHAR(64) NOT NULL,
+    anchor_occurred_at BIGINT
 );
 INSERT INTO audit_chain (id, last_id, last_hash, anchor_id, anchor_hash) VALUES
     (1, 0, repeat('0', 64), 0, repeat('0', 64));

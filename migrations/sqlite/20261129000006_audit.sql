@@ -23,7 +23,8 @@ CREATE TABLE audit_chain (
     last_id      INTEGER NOT NULL,
     last_hash    TEXT NOT NULL,
     anchor_id    INTEGER NOT NULL,
-    anchor_hash  TEXT NOT NULL
+    anchor_hash  TEXT NOT NULL,
+    anchor_occurred_at INTEGER
 );
 INSERT INTO audit_chain (id, last_id, last_hash, anchor_id, anchor_hash) VALUES
     (1, 0, '0000000000000000000000000000000000000000000000000000000000000000', 0,

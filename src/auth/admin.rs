@@ -390,9 +390,7 @@ impl Auth {
         let audit = self
             .success(client, AuditEvent::RoleUpdated)
             .by(actor.id)
-            .with("role", name.as_str())
-            .with("permissions", permissions.names())
-            .with("previous_permissions", stored.permissions.names());
+            .with("role", name.as_str());
         let role = refused(
             self.db
                 .update_role(&name, description, permissions, self.now(), &audit)
@@ -424,8 +422,7 @@ impl Auth {
         let audit = self
             .success(client, AuditEvent::RoleDeleted)
             .by(actor.id)
-            .with("role", name.as_str())
-            .with("permissions", stored.permissions.names());
+            .with("role", name.as_str());
         refused(self.db.delete_role(&name, &audit).await?)?;
         self.audited([&audit]);
         tracing::info!(

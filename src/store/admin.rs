@@ -181,10 +181,17 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(Err(refusal));
             }
+            // Read under the row lock just taken: what this change replaced, not what a
+            // concurrent one had.
+            let previous = tx.role(name.as_str()).await?.map(|role| role.permissions.names());
             sqlx::query(CLEAR).bind(name.as_str()).execute(&mut *tx).await?;
             tx.insert_permissions(name.as_str(), permissions).await?;
             let role = tx.role(name.as_str()).await?;
-            tx.append(audit, None, &[]).await?;
+            let extra = [
+                ("permissions", role.as_ref().map(|role| role.permissions.names()).into()),
+                ("previous_permissions", previous.into()),
+            ];
+            tx.append(audit, None, &extra).await?;
             tx.commit().await?;
             Ok(role.ok_or(Refusal::RoleNotFound))
         })
@@ -196,20 +203,26 @@ impl Db {
         name: &RoleName,
         audit: &AuditEntry,
     ) -> Result<Result<(), Refusal>, StoreError> {
+        // The row is locked (a no-op update) before its permissions are read, so the event
+        // names the permissions the role had when it went, not before a concurrent change.
+        const LOCK: &str =
+            "UPDATE roles SET updated_at = updated_at WHERE name = $1 AND NOT builtin";
         const SQL: &str = "DELETE FROM roles WHERE name = $1 AND NOT builtin";
         dispatch!(self, conn => {
             let mut tx = conn.begin().await?;
-            let deleted = sqlx::query(SQL)
+            let locked = sqlx::query(LOCK)
                 .bind(name.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if deleted != 1 {
+            if locked != 1 {
                 let refusal = tx.why_unchangeable(name.as_str()).await?;
                 tx.rollback().await?;
                 return Ok(Err(refusal));
             }
-            tx.append(audit, None, &[]).await?;
+            let permissions = tx.role(name.as_str()).await?.map(|role| role.permissions.names());
+            sqlx::query(SQL).bind(name.as_str()).execute(&mut *tx).await?;
+            tx.append(audit, None, &[("permissions", permissions.into())]).await?;
             tx.commit().await?;
             Ok(Ok(()))
         })

@@ -177,19 +177,25 @@ impl AuditRecord {
     /// `occurred_at` in RFC 3339, UTC, with six fractional digits
     /// (`2026-11-29T13:05:09.000123Z`).
     pub fn occurred_at_rfc3339(&self) -> String {
-        const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.occurred_at) * 1_000)
-            .ok()
-            .and_then(|at| at.format(FORMAT).ok())
-            .unwrap_or_default()
+        rfc3339_micros(self.occurred_at)
     }
 
     /// The details as a JSON value (an empty object if the stored text is not JSON).
     pub fn details_value(&self) -> Value {
         serde_json::from_str(&self.details).unwrap_or_else(|_| Value::Object(Default::default()))
     }
+}
+
+/// Unix microseconds in RFC 3339, UTC, with six fractional digits
+/// (`2026-11-29T13:05:09.000123Z`).
+pub fn rfc3339_micros(micros: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .ok()
+        .and_then(|at| at.format(FORMAT).ok())
+        .unwrap_or_default()
 }
 
 /// Lowercase hex of `bytes`.
@@ -288,6 +294,10 @@ pub struct ChainReport {
     pub span: Option<(i64, i64)>,
     /// The first problem found, walking from the oldest kept row; `None`: the chain is intact.
     pub broken: Option<ChainBreak>,
+    /// The newest row retention purges deleted, and when it occurred (Unix microseconds), if
+    /// any was: everything up to it is gone. Worth comparing with `AUDIT_RETENTION_DAYS` and the
+    /// log mirror, since whoever can delete rows can also move the anchor.
+    pub purged_through: Option<(i64, Option<i64>)>,
 }
 
 /// What [`Db::purge_audit_events`] did.
@@ -329,6 +339,8 @@ struct Head {
     last_hash: String,
     anchor_id: i64,
     anchor_hash: String,
+    #[sqlx(default)]
+    anchor_occurred_at: Option<i64>,
 }
 
 /// The columns of an [`AuditRecord`].
@@ -358,29 +370,52 @@ impl Db {
     }
 
     /// A page of events matching `query`, newest (highest id) first.
+    ///
+    /// The `WHERE` names only the filters given (from fixed fragments; every value is bound),
+    /// so each combination gets a plan that uses its index: a catch-all `($1 IS NULL OR …)`
+    /// makes SQLite scan the whole trail, e.g. for `/auth/activity` of an account with few
+    /// events.
     pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        const SQL: &str = concat!(
+        let mut sql = concat!(
             "SELECT ",
             record_columns!(),
-            " FROM audit_events WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR event = $2) ",
-            "AND ($3 IS NULL OR actor_user_id = $3) AND ($4 IS NULL OR target_user_id = $4) ",
-            "AND ($5 IS NULL OR occurred_at >= $5) AND ($6 IS NULL OR occurred_at <= $6) ",
-            "ORDER BY id DESC LIMIT $7"
-        );
-        let event = query.event.map(AuditEvent::as_str);
-        let limit = i64::from(query.limit);
-        Ok(
-            dispatch!(self, conn => sqlx::query_as::<_, AuditRecord>(SQL)
-            .bind(query.before)
-            .bind(event)
-            .bind(query.actor.map(UserId::get))
-            .bind(query.target.map(UserId::get))
-            .bind(query.since)
-            .bind(query.until)
-            .bind(limit)
-            .fetch_all(conn)
-            .await)?,
+            " FROM audit_events WHERE TRUE"
         )
+        .to_owned();
+        let mut ints: Vec<i64> = Vec::new();
+        let mut text: Option<&'static str> = None;
+        let mut filter = |sql: &mut String, condition: &str, value: Option<i64>| {
+            if let Some(value) = value {
+                ints.push(value);
+                // Placeholders number the integers first; the event name, if any, comes last.
+                let _ = write!(sql, " AND {condition} ${}", ints.len());
+            }
+        };
+        filter(&mut sql, "id <", query.before);
+        filter(&mut sql, "actor_user_id =", query.actor.map(UserId::get));
+        filter(&mut sql, "target_user_id =", query.target.map(UserId::get));
+        filter(&mut sql, "occurred_at >=", query.since);
+        filter(&mut sql, "occurred_at <=", query.until);
+        if let Some(event) = query.event {
+            text = Some(event.as_str());
+            let _ = write!(sql, " AND event = ${}", ints.len() + 1);
+        }
+        let _ = write!(
+            sql,
+            " ORDER BY id DESC LIMIT ${}",
+            ints.len() + usize::from(text.is_some()) + 1
+        );
+        let limit = i64::from(query.limit);
+        Ok(dispatch!(self, conn => {
+            let mut select = sqlx::query_as::<_, AuditRecord>(sqlx::AssertSqlSafe(sql.as_str()));
+            for value in &ints {
+                select = select.bind(*value);
+            }
+            if let Some(event) = text {
+                select = select.bind(event);
+            }
+            select.bind(limit).fetch_all(conn).await
+        })?)
     }
 
     /// Walks the chain from the oldest kept row to the head, in one snapshot, and reports the
@@ -533,8 +568,8 @@ where
     }
 
     async fn walk_chain(&mut self) -> Result<ChainReport, sqlx::Error> {
-        const HEAD: &str =
-            "SELECT last_id, last_hash, anchor_id, anchor_hash FROM audit_chain WHERE id = 1";
+        const HEAD: &str = "SELECT last_id, last_hash, anchor_id, anchor_hash, anchor_occurred_at \
+            FROM audit_chain WHERE id = 1";
         const ROWS: &str = concat!(
             "SELECT ",
             record_columns!(),
@@ -547,6 +582,8 @@ where
             checked: 0,
             span: None,
             broken: None,
+            purged_through: (head.anchor_id > 0)
+                .then_some((head.anchor_id, head.anchor_occurred_at)),
         };
         // A row at or before the anchor: the purge deleted every one of those.
         let older: Option<i64> = sqlx::query_scalar(OLDER)
@@ -615,35 +652,52 @@ where
         // while the anchor moves.
         const LOCK: &str = "UPDATE audit_chain SET anchor_id = anchor_id WHERE id = 1 \
             RETURNING last_id, last_hash, anchor_id, anchor_hash";
-        const BATCH_ROWS: &str = concat!(
+        // The oldest kept rows, by primary key from the anchor (an index range, however long
+        // the trail): a batch and the row after it, whose link vouches for the batch's last.
+        const OLDEST: &str = concat!(
             "SELECT ",
             record_columns!(),
-            " FROM audit_events ",
-            "WHERE id <= (SELECT max(id) FROM audit_events WHERE occurred_at < $1) ",
-            "ORDER BY id LIMIT $2"
+            " FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
         );
         const DELETE: &str = "DELETE FROM audit_events WHERE id <= $1";
-        const ANCHOR: &str = "UPDATE audit_chain SET anchor_id = $1, anchor_hash = $2 WHERE id = 1";
+        const ANCHOR: &str = "UPDATE audit_chain \
+            SET anchor_id = $1, anchor_hash = $2, anchor_occurred_at = $3 WHERE id = 1";
         let head: Head = sqlx::query_as(LOCK).fetch_one(&mut *self).await?;
-        let batch: Vec<AuditRecord> = sqlx::query_as(BATCH_ROWS)
-            .bind(before)
-            .bind(BATCH)
+        let rows: Vec<AuditRecord> = sqlx::query_as(OLDEST)
+            .bind(head.anchor_id)
+            .bind(BATCH + 1)
             .fetch_all(&mut *self)
             .await?;
-        let Some(last) = batch.last() else {
+        // The leading run that occurred before the cutoff: a prefix of the chain. (Times rise
+        // with ids but for the moments between stamping and taking the head, so a row a little
+        // younger than the cutoff may wait for the next purge behind one a little older.)
+        let due = rows
+            .iter()
+            .take(usize::try_from(BATCH).unwrap_or(usize::MAX))
+            .take_while(|row| row.occurred_at < before)
+            .count();
+        let Some(last) = due.checked_sub(1).map(|i| &rows[i]) else {
             return Ok(Ok(0));
         };
+        // Deleted only if intact, as `verify` would find it: each row what was hashed, linked
+        // to the one before from the anchor, and the last one vouched for by its successor (or
+        // the head) — else a row rewritten and re-hashed at the end of a batch would go, and
+        // its forged hash would become the anchor.
         let mut expected_id = head.anchor_id + 1;
         let mut prev_hash = head.anchor_hash.trim_end();
-        for row in &batch {
-            let broken = if row.id < expected_id || row.id > head.last_id {
+        for row in &rows[..due] {
+            let broken = if row.id > head.last_id {
                 Some(ChainBreak::Inserted(row.id))
             } else if row.id > expected_id {
                 Some(ChainBreak::Missing(expected_id))
             } else if row.expected_hash() != row.hash.trim_end() {
                 Some(ChainBreak::Altered(row.id))
             } else if row.prev_hash.trim_end() != prev_hash {
-                Some(ChainBreak::Rehashed(row.id - 1))
+                Some(if row.id == head.anchor_id + 1 {
+                    ChainBreak::Inserted(row.id)
+                } else {
+                    ChainBreak::Rehashed(row.id - 1)
+                })
             } else {
                 None
             };
@@ -653,8 +707,13 @@ where
             expected_id = row.id + 1;
             prev_hash = row.hash.trim_end();
         }
-        // Every row up to `last` is in the batch (checked above: consecutive from the anchor).
-        let deleted = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        let vouched = match rows.get(due) {
+            Some(next) => next.id == last.id + 1 && next.prev_hash.trim_end() == prev_hash,
+            None => last.id == head.last_id && head.last_hash.trim_end() == prev_hash,
+        };
+        if !vouched {
+            return Ok(Err(ChainBreak::Rehashed(last.id)));
+        }
         sqlx::query(DELETE)
             .bind(last.id)
             .execute(&mut *self)
@@ -662,9 +721,10 @@ where
         sqlx::query(ANCHOR)
             .bind(last.id)
             .bind(last.hash.trim_end())
+            .bind(last.occurred_at)
             .execute(&mut *self)
             .await?;
-        Ok(Ok(deleted))
+        Ok(Ok(u64::try_from(due).unwrap_or(u64::MAX)))
     }
 }
 

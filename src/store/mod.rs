@@ -23,7 +23,7 @@ pub use account_tokens::{
 pub use admin::{AccountQuery, AdminGrant, Refusal};
 pub use audit::{
     AuditEntry, AuditQuery, AuditRecord, ChainBreak, ChainReport, Details, GENESIS_HASH, Purge,
-    canonical_details, unix_micros,
+    canonical_details, rfc3339_micros, unix_micros,
 };
 pub use connect::{connect, migrate};
 pub use sessions::{NewSession, Rotation, TokenRecord};

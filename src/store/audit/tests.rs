@@ -105,7 +105,8 @@ async fn appended_rows_form_one_chain_and_verify() {
         ChainReport {
             checked: 0,
             span: None,
-            broken: None
+            broken: None,
+            purged_through: None
         }
     );
     append(&db, 5).await;
@@ -128,7 +129,8 @@ async fn appended_rows_form_one_chain_and_verify() {
         ChainReport {
             checked: 5,
             span: Some((1, 5)),
-            broken: None
+            broken: None,
+            purged_through: None
         }
     );
 }
@@ -259,7 +261,8 @@ async fn a_purge_moves_the_anchor_and_the_chain_still_verifies() {
         ChainReport {
             checked: 2,
             span: Some((5, 6)),
-            broken: None
+            broken: None,
+            purged_through: Some((4, Some(1_700_000_000_000_004)))
         }
     );
     let anchor: (i64, String) = dispatch!(&db, conn => sqlx::query_as(
@@ -380,4 +383,53 @@ async fn a_purge_keeps_rows_that_are_not_an_intact_chain() {
     execute(&db, "UPDATE audit_events SET details = '{}' WHERE id = 1").await;
     let purge = db.purge_audit_events(i64::MAX).await.expect("ran");
     assert_eq!(purge.refused, Some(ChainBreak::Altered(1)));
+}
+
+#[tokio::test]
+async fn a_purge_keeps_a_rehashed_row_at_the_end_of_its_prefix() {
+    let (_dir, db) = test_database().await;
+    append(&db, 5).await;
+    // Row 3, the last one due, rewritten and re-hashed: only row 4's link tells.
+    let mut row = rows(&db).await.remove(2);
+    row.ip = Some("203.0.113.9".to_owned());
+    row.hash = row.expected_hash();
+    let (ip, hash) = (row.ip.clone(), row.hash.clone());
+    dispatch!(&db, conn => sqlx::query("UPDATE audit_events SET ip = $1, hash = $2 WHERE id = 3")
+        .bind(ip.as_deref())
+        .bind(hash.as_str())
+        .execute(conn)
+        .await
+        .map(drop))
+    .expect("rewritten");
+    let purge = db
+        .purge_audit_events(1_700_000_000_000_004)
+        .await
+        .expect("ran");
+    assert_eq!(purge.refused, Some(ChainBreak::Rehashed(3)));
+    assert_eq!(purge.deleted, 0);
+    assert_eq!(verify(&db).await.broken, Some(ChainBreak::Rehashed(3)));
+}
+
+#[tokio::test]
+async fn a_purge_takes_the_leading_run_that_is_due() {
+    let (_dir, db) = test_database().await;
+    append(&db, 3).await;
+    // Row 4 stamped earlier than row 3 (stamped before it took the head): the purge stops at
+    // row 3, the first row that is not due, and takes row 4 only once row 3 is due too.
+    let mut early = entry(AuditEvent::LoggedOut, 4);
+    early.at = Some(1_700_000_000_000_001);
+    db.append_audit(&[early]).await.expect("appended");
+    let purge = db
+        .purge_audit_events(1_700_000_000_000_003)
+        .await
+        .expect("ran");
+    assert_eq!(purge.deleted, 2);
+    assert_eq!(verify(&db).await.span, Some((3, 4)));
+    let purge = db
+        .purge_audit_events(1_700_000_000_000_004)
+        .await
+        .expect("ran");
+    assert_eq!(purge.deleted, 2);
+    assert_eq!(verify(&db).await.span, None);
+    assert_eq!(verify(&db).await.broken, None);
 }
