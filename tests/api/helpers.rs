@@ -828,3 +828,40 @@ pub fn hash_count(operation: &str) -> String {
 pub fn limited_series(rule: &str) -> String {
     format!("cerego_rate_limited_total{{rule=\"{rule}\"}}")
 }
+
+impl TestDb {
+    /// Every row `sql` selects, read as `T`, from the test database (of either kind).
+    pub async fn fetch_all<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        with_connection!(self, conn => {
+            sqlx::query_as::<_, T>(sql).fetch_all(&mut conn).await.expect("rows")
+        })
+    }
+
+    /// Runs `sql` (statements without parameters, written by the test) on the test database.
+    pub async fn run_sql(&self, sql: &str) {
+        with_connection!(self, conn => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|err| panic!("{sql}: {err}"));
+        })
+    }
+}
+
+impl TestApp {
+    /// The app's clock now, in Unix microseconds (the system's time for a system clock).
+    pub fn clock_now_micros(&self) -> i64 {
+        use cerego::auth::clock::Clock;
+        let now = match &self.clock {
+            Some(clock) => clock.now(),
+            None => time::OffsetDateTime::now_utc(),
+        };
+        i64::try_from(now.unix_timestamp_nanos() / 1_000).expect("in range")
+    }
+}

@@ -2,12 +2,20 @@
 //! Every test runs on SQLite, and again on PostgreSQL when `TEST_DATABASE_URL` is set.
 
 mod admin_helpers;
+mod audit_helpers;
 mod helpers;
 
 mod admin_listing;
 mod admin_roles;
 mod admin_users;
+mod audit_activity;
+mod audit_admin;
+mod audit_chain;
+mod audit_events;
 mod audit_http;
+mod audit_logs;
+mod audit_query;
+mod audit_recovery;
 mod authorization;
 mod bootstrap;
 mod client_ip;
