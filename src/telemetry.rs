@@ -31,7 +31,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, LogFormat};
 
-/// The field of an audit line (`"audience": "audit"`) that holds the event's details as JSON.
+/// The target of audit lines (`"audience": "audit"`).
+pub const AUDIT_TARGET: &str = "cerego::audit";
+
+/// The field of an audit line that holds the event's details as JSON.
 pub const AUDIT_DETAILS: &str = "details";
 
 /// What `RUST_LOG` defaults to.
@@ -104,6 +107,7 @@ where
         let mut fields = JsonFields {
             out: &mut out,
             result: Ok(()),
+            raw_details: meta.target() == AUDIT_TARGET,
         };
         event.record(&mut fields);
         fields.result?;
@@ -130,6 +134,8 @@ where
 struct JsonFields<'a, 'w> {
     out: &'a mut Writer<'w>,
     result: fmt::Result,
+    /// Whether this is an audit line, whose `details` is written as the object it is.
+    raw_details: bool,
 }
 
 impl JsonFields<'_, '_> {
@@ -158,8 +164,10 @@ impl Visit for JsonFields<'_, '_> {
         // An audit line's `details` is a JSON object already (canonical, made by the store):
         // written as one, so collectors see the same shape as the API. Anything else named so
         // (or text that does not parse) stays a string.
-        if field.name() == AUDIT_DETAILS
+        if self.raw_details
+            && field.name() == AUDIT_DETAILS
             && value.starts_with('{')
+            && !value.contains(['\n', '\r'])
             && serde_json::from_str::<serde::de::IgnoredAny>(value).is_ok()
         {
             self.field(field, |out| out.write_str(value));

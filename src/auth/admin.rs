@@ -460,7 +460,9 @@ pub async fn ensure_admin(
         .success(AuditEvent::AdminBootstrapped)
         .with("source", source.as_str());
     let done = ensure(db, hasher, admin, now, &audit).await;
-    super::audit::written(metrics, [&audit]);
+    if done.is_ok() {
+        super::audit::written(metrics, [&audit]);
+    }
     done
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn written<'a>(metrics: &Metrics, entries: impl IntoIterator<Item = &
 /// [`crate::telemetry::AUDIT_DETAILS`]).
 pub fn mirror(record: &AuditRecord) {
     tracing::info!(
-        target: "cerego::audit",
+        target: crate::telemetry::AUDIT_TARGET,
         audience = "audit",
         id = record.id,
         occurred_at = record.occurred_at_rfc3339(),

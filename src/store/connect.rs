@@ -31,9 +31,21 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBu
     match &settings.url {
         Some(url) if DatabaseKind::of(url) == Ok(DatabaseKind::Postgres) => {
             let statement_timeout = format!("{}ms", settings.query_timeout.as_millis());
+            // A request dropped in the middle of a transaction (a client that hung up, the
+            // request timeout) leaves its connection idle in that transaction until the pool
+            // next uses it, holding its locks, the audit chain's head among them, which every
+            // audited write waits for. The server ends such a session once it has been idle
+            // for longer than any request's use of a connection can be.
+            let idle_in_transaction = format!(
+                "{}ms",
+                (settings.query_timeout + super::pool::DEADLINE_GRACE).as_millis()
+            );
             let options = PgConnectOptions::from_str(url.expose_secret())
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?
-                .options([("statement_timeout", statement_timeout)]);
+                .options([
+                    ("statement_timeout", statement_timeout),
+                    ("idle_in_transaction_session_timeout", idle_in_transaction),
+                ]);
             let pool = Pool::build(options, max_size(settings), deadlines(settings), "postgres")?;
             Ok((Db::Postgres(pool), None))
         }
@@ -144,6 +156,9 @@ pub async fn migrate(db: &Db) -> anyhow::Result<Migrated> {
             // Closed after, so that no request inherits the lifted statement timeout.
             pool.with_conn_unbounded(true, async |conn: &mut sqlx::PgConnection| {
                 sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("SET idle_in_transaction_session_timeout = 0")
                     .execute(&mut *conn)
                     .await?;
                 run_counted!(POSTGRES_MIGRATIONS, conn)
