@@ -174,7 +174,13 @@ db_tests! {
 
     async fn a_purge_keeps_the_chain_green_by_audit_verify(backend: Backend) {
         let (app, _) = purged_trail(backend).await;
-        assert_verify_passes(&app.db, "3 events (ids 5..7)");
+        let purged = assert_verify_passes(&app.db, "3 events (ids 5..7)");
+        assert_eq!(purged.len(), 1, "{purged:?}");
+        assert!(
+            purged[0].starts_with("events up to id 4 (the newest occurred at ")
+                && purged[0].ends_with("Z) were purged by retention"),
+            "{purged:?}"
+        );
         app.login_tagged("bob", "not the password", "after-purge", 401).await;
         assert_verify_passes(&app.db, "4 events (ids 5..8)");
     }

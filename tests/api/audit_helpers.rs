@@ -383,8 +383,8 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Asserts that `cerego audit verify` passes, saying `says` (`"N events (ids A..B)"` or
-/// `"no events"`).
-pub fn assert_verify_passes(db: &TestDb, says: &str) {
+/// `"no events"`) on its first line; the lines after it (what retention purged), if any.
+pub fn assert_verify_passes(db: &TestDb, says: &str) -> Vec<String> {
     let output = audit_verify(db);
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert_eq!(
@@ -392,11 +392,13 @@ pub fn assert_verify_passes(db: &TestDb, says: &str) {
         Some(0),
         "stdout: {stdout}\nstderr: {stderr}"
     );
+    let mut lines = stdout.trim().lines().map(str::to_owned);
     assert_eq!(
-        stdout.trim(),
+        lines.next().unwrap_or_default(),
         format!("audit chain intact: {says}"),
         "stderr: {stderr}"
     );
+    lines.collect()
 }
 
 /// Asserts that `cerego audit verify` fails with exit code 1 and names the row in `says`
