@@ -294,7 +294,7 @@ fn failed(err: &anyhow::Error) -> ExitCode {
 /// read (exit 2, so a script tells "tampered" from "not checked", as `diff` and `cmp` do).
 async fn audit_verify(database: DatabaseSettings) -> ExitCode {
     let verified = async {
-        let (db, _) = store::connect(&database)?;
+        let db = store::connect_existing(&database)?;
         let report = db
             .verify_audit_chain()
             .await

@@ -28,6 +28,17 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 ///
 /// Returns the pool and, for a SQLite file, the file's path (the generated JWT key lives beside it).
 pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBuf>)> {
+    open(settings, true)
+}
+
+/// [`connect`] to a database that must exist already: a SQLite file that is not there is an
+/// error rather than a new empty database (for commands that only read, such as `audit
+/// verify`, where a mistyped path must not leave a file behind).
+pub fn connect_existing(settings: &DatabaseSettings) -> anyhow::Result<Db> {
+    open(settings, false).map(|(db, _)| db)
+}
+
+fn open(settings: &DatabaseSettings, create: bool) -> anyhow::Result<(Db, Option<PathBuf>)> {
     match &settings.url {
         Some(url) if DatabaseKind::of(url) == Ok(DatabaseKind::Postgres) => {
             let statement_timeout = format!("{}ms", settings.query_timeout.as_millis());
@@ -53,17 +64,17 @@ pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<(Db, Option<PathBu
             let options = SqliteConnectOptions::from_str(url.expose_secret())
                 .context("DATABASE_URL is not a valid SQLite URL")?;
             let path = sqlite_file(&options);
-            Ok((sqlite_pool(options, path.clone(), settings)?, path))
+            Ok((sqlite_pool(options, path.clone(), settings, create)?, path))
         }
         None => {
             let path = DatabaseSettings::default_sqlite_path();
-            if let Some(dir) = path.parent() {
+            if let Some(dir) = path.parent().filter(|_| create) {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let options = SqliteConnectOptions::new().filename(&path);
             Ok((
-                sqlite_pool(options, Some(path.clone()), settings)?,
+                sqlite_pool(options, Some(path.clone()), settings, create)?,
                 Some(path),
             ))
         }
@@ -75,9 +86,10 @@ fn sqlite_pool(
     options: SqliteConnectOptions,
     path: Option<PathBuf>,
     settings: &DatabaseSettings,
+    create: bool,
 ) -> anyhow::Result<Db> {
     let options = options
-        .create_if_missing(true)
+        .create_if_missing(create)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         // SQLite gives up waiting for a lock before the pool's query deadline would cut the

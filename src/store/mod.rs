@@ -25,7 +25,7 @@ pub use audit::{
     AuditEntry, AuditQuery, AuditRecord, ChainBreak, ChainReport, Details, GENESIS_HASH, Purge,
     canonical_details, rfc3339_micros, unix_micros,
 };
-pub use connect::{connect, migrate};
+pub use connect::{connect, connect_existing, migrate};
 pub use sessions::{NewSession, Rotation, TokenRecord};
 pub use users::StoredCredentials;
 

@@ -143,6 +143,15 @@ fn audit_verify_exits_2_when_the_trail_cannot_be_read() {
         assert_eq!(stderr.lines().count(), 1, "one clear message: {stderr}");
         assert!(!stdout(&output).contains("audit chain"), "{url}");
     }
+    // A mistyped path to a file that is not there: refused, and no empty database left behind.
+    let mistyped = dir.path().join("cerego-typo.db");
+    let output = command(&dir)
+        .args(["audit", "verify"])
+        .env("DATABASE_URL", format!("sqlite://{}", mistyped.display()))
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(!mistyped.exists(), "verify created {}", mistyped.display());
 }
 
 /// Values that used to crash or silently break the service are refused at start-up, each with
