@@ -13,7 +13,7 @@ use crate::store::{AccountQuery, AdminGrant, Db, Refusal, StoreError};
 
 use super::passwords::PasswordHasher;
 use super::{Auth, AuthError, ClientInfo};
-use crate::domain::AuditEvent;
+use crate::domain::{AuditEvent, Outcome};
 use crate::metrics::Metrics;
 
 /// One page of [`Auth::accounts`], newest first.
@@ -457,7 +457,7 @@ pub async fn ensure_admin(
     metrics: &Metrics,
 ) -> Result<AdminBootstrap, AuthError> {
     let audit = ClientInfo::default()
-        .success(AuditEvent::AdminBootstrapped)
+        .audit(AuditEvent::AdminBootstrapped, Outcome::Success)
         .with("source", source.as_str());
     let done = ensure(db, hasher, admin, now, &audit).await;
     if done.is_ok() {

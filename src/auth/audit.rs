@@ -24,16 +24,6 @@ impl ClientInfo {
         entry.request_id = self.request_id.clone();
         entry
     }
-
-    /// [`ClientInfo::audit`] of a change that was done.
-    pub fn success(&self, event: AuditEvent) -> AuditEntry {
-        self.audit(event, Outcome::Success)
-    }
-
-    /// [`ClientInfo::audit`] of an attempt that was refused.
-    pub fn failure(&self, event: AuditEvent) -> AuditEntry {
-        self.audit(event, Outcome::Failure)
-    }
 }
 
 /// After the store call that took `entries` succeeded: each row it wrote is logged once and
@@ -71,14 +61,14 @@ pub fn mirror(record: &AuditRecord) {
 }
 
 impl Auth {
-    /// [`ClientInfo::success`], stamped by the service's clock.
+    /// [`ClientInfo::audit`] of a change that was done, stamped by the service's clock.
     pub(super) fn success(&self, client: &ClientInfo, event: AuditEvent) -> AuditEntry {
-        self.stamped(client.success(event))
+        self.stamped(client.audit(event, Outcome::Success))
     }
 
-    /// [`ClientInfo::failure`], stamped by the service's clock.
+    /// [`ClientInfo::audit`] of an attempt that was refused, stamped by the service's clock.
     pub(super) fn failure(&self, client: &ClientInfo, event: AuditEvent) -> AuditEntry {
-        self.stamped(client.failure(event))
+        self.stamped(client.audit(event, Outcome::Failure))
     }
 
     fn stamped(&self, mut entry: AuditEntry) -> AuditEntry {

@@ -343,6 +343,74 @@ struct Head {
     anchor_occurred_at: Option<i64>,
 }
 
+/// The chain walked from the anchor, a row at a time, as `verify` and the purge check it.
+struct ChainWalk<'h> {
+    head: &'h Head,
+    /// The id the next row must have.
+    expected_id: i64,
+    /// The hash the next row must name as its `prev_hash`.
+    prev_hash: String,
+}
+
+impl<'h> ChainWalk<'h> {
+    /// Before the oldest kept row.
+    fn from_anchor(head: &'h Head) -> Self {
+        Self {
+            head,
+            expected_id: head.anchor_id + 1,
+            prev_hash: head.anchor_hash.trim_end().to_owned(),
+        }
+    }
+
+    /// Checks `row`, the next one in id order, and moves past it.
+    /// Hashes are compared as stored: a hash is 64 characters, so `CHAR(64)` never pads one,
+    /// and a shorter value put there by hand fails the comparison, as it should.
+    fn step(&mut self, row: &AuditRecord) -> Result<(), ChainBreak> {
+        if row.id > self.head.last_id {
+            return Err(ChainBreak::Inserted(row.id));
+        }
+        if row.id > self.expected_id {
+            return Err(ChainBreak::Missing(self.expected_id));
+        }
+        if row.expected_hash() != row.hash {
+            return Err(ChainBreak::Altered(row.id));
+        }
+        if row.prev_hash != self.prev_hash {
+            // The row is what was hashed, so its `prev_hash` is the one written: the row before
+            // it changed since (the first row's predecessor is the anchor).
+            return Err(if row.id == self.head.anchor_id + 1 {
+                ChainBreak::Inserted(row.id)
+            } else {
+                ChainBreak::Rehashed(row.id - 1)
+            });
+        }
+        self.expected_id = row.id + 1;
+        self.prev_hash.clone_from(&row.hash);
+        Ok(())
+    }
+
+    /// Whether `next`, the row after the last one stepped over, follows it: else that last row
+    /// was rewritten and re-hashed.
+    fn vouched_by(&self, next: &AuditRecord) -> Result<(), ChainBreak> {
+        if next.id == self.expected_id && next.prev_hash == self.prev_hash {
+            Ok(())
+        } else {
+            Err(ChainBreak::Rehashed(self.expected_id - 1))
+        }
+    }
+
+    /// Whether the last row stepped over is the head's newest row.
+    fn at_head(&self) -> Result<(), ChainBreak> {
+        if self.expected_id <= self.head.last_id {
+            Err(ChainBreak::Missing(self.expected_id))
+        } else if self.prev_hash != self.head.last_hash.trim_end() {
+            Err(ChainBreak::HeadMismatch(self.head.last_id))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The columns of an [`AuditRecord`].
 macro_rules! record_columns {
     () => {
@@ -577,7 +645,6 @@ where
         );
         const OLDER: &str = "SELECT max(id) FROM audit_events WHERE id <= $1";
         let head: Head = sqlx::query_as(HEAD).fetch_one(&mut *self).await?;
-        let (last_hash, anchor_hash) = (head.last_hash.trim_end(), head.anchor_hash.trim_end());
         let mut report = ChainReport {
             checked: 0,
             span: None,
@@ -594,8 +661,7 @@ where
             report.broken = Some(ChainBreak::Inserted(id));
             return Ok(report);
         }
-        let mut expected_id = head.anchor_id + 1;
-        let mut prev_hash = anchor_hash.to_owned();
+        let mut walk = ChainWalk::from_anchor(&head);
         let mut after = head.anchor_id;
         loop {
             let rows: Vec<AuditRecord> = sqlx::query_as(ROWS)
@@ -604,46 +670,21 @@ where
                 .fetch_all(&mut *self)
                 .await?;
             let done = rows.len() < usize::try_from(BATCH).unwrap_or(usize::MAX);
-            for mut row in rows {
+            for row in rows {
                 after = row.id;
-                row.prev_hash.truncate(row.prev_hash.trim_end().len());
-                row.hash.truncate(row.hash.trim_end().len());
-                let broken = if row.id > head.last_id {
-                    Some(ChainBreak::Inserted(row.id))
-                } else if row.id > expected_id {
-                    Some(ChainBreak::Missing(expected_id))
-                } else if row.expected_hash() != row.hash {
-                    Some(ChainBreak::Altered(row.id))
-                } else if row.prev_hash != prev_hash {
-                    // The row is what was hashed, so its `prev_hash` is the one written: the
-                    // row before it changed since (the first row's predecessor is the anchor).
-                    Some(if row.id == head.anchor_id + 1 {
-                        ChainBreak::Inserted(row.id)
-                    } else {
-                        ChainBreak::Rehashed(row.id - 1)
-                    })
-                } else {
-                    None
-                };
-                if broken.is_some() {
-                    report.broken = broken;
+                if let Err(broken) = walk.step(&row) {
+                    report.broken = Some(broken);
                     return Ok(report);
                 }
                 report.checked += 1;
                 let first = report.span.map_or(row.id, |(first, _)| first);
                 report.span = Some((first, row.id));
-                prev_hash = row.hash;
-                expected_id = row.id + 1;
             }
             if done {
                 break;
             }
         }
-        if expected_id <= head.last_id {
-            report.broken = Some(ChainBreak::Missing(expected_id));
-        } else if prev_hash != last_hash {
-            report.broken = Some(ChainBreak::HeadMismatch(head.last_id));
-        }
+        report.broken = walk.at_head().err();
         Ok(report)
     }
 
@@ -683,36 +724,16 @@ where
         // to the one before from the anchor, and the last one vouched for by its successor (or
         // the head) — else a row rewritten and re-hashed at the end of a batch would go, and
         // its forged hash would become the anchor.
-        let mut expected_id = head.anchor_id + 1;
-        let mut prev_hash = head.anchor_hash.trim_end();
-        for row in &rows[..due] {
-            let broken = if row.id > head.last_id {
-                Some(ChainBreak::Inserted(row.id))
-            } else if row.id > expected_id {
-                Some(ChainBreak::Missing(expected_id))
-            } else if row.expected_hash() != row.hash.trim_end() {
-                Some(ChainBreak::Altered(row.id))
-            } else if row.prev_hash.trim_end() != prev_hash {
-                Some(if row.id == head.anchor_id + 1 {
-                    ChainBreak::Inserted(row.id)
-                } else {
-                    ChainBreak::Rehashed(row.id - 1)
-                })
-            } else {
-                None
-            };
-            if let Some(broken) = broken {
-                return Ok(Err(broken));
-            }
-            expected_id = row.id + 1;
-            prev_hash = row.hash.trim_end();
-        }
-        let vouched = match rows.get(due) {
-            Some(next) => next.id == last.id + 1 && next.prev_hash.trim_end() == prev_hash,
-            None => last.id == head.last_id && head.last_hash.trim_end() == prev_hash,
-        };
-        if !vouched {
-            return Ok(Err(ChainBreak::Rehashed(last.id)));
+        let mut walk = ChainWalk::from_anchor(&head);
+        let checked = rows[..due]
+            .iter()
+            .try_for_each(|row| walk.step(row))
+            .and_then(|()| match rows.get(due) {
+                Some(next) => walk.vouched_by(next),
+                None => walk.at_head(),
+            });
+        if let Err(broken) = checked {
+            return Ok(Err(broken));
         }
         sqlx::query(DELETE)
             .bind(last.id)
