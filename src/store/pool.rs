@@ -6,12 +6,13 @@
 //! deadpool-postgres's "fast" recycling, trusts a connection whose last use ended cleanly and
 //! recently, and checks it otherwise:
 //!
-//! - every use is marked *settled* only when it completed without error; a use that failed, or
-//!   was cancelled half-way (a request timeout, a client that hung up), leaves the connection
-//!   unsettled, and it is pinged before anyone uses it again. sqlx connections recover from a
-//!   cancelled operation on the next round trip (a PostgreSQL connection drains what is left of
-//!   the exchange, a dropped transaction's `ROLLBACK` is sent), and a ping that fails drops the
-//!   connection;
+//! - a use that failed is followed at once by a ping, which also sends the `ROLLBACK` of a
+//!   transaction it left open; a connection whose ping fails is dropped;
+//! - a use cancelled half-way (a request timeout, a client that hung up) takes its connection
+//!   out of the pool and drops it, closing the socket: the server rolls back at once. Put back,
+//!   it would keep its transaction open, and its locks (the audit chain's head among them)
+//!   held, until the pool next handed it out, which on a quiet replica may be never; through
+//!   PgBouncer it would also keep a server connection from every other client;
 //! - a connection idle for [`PING_AFTER_IDLE`] or more is pinged, so one the server or a
 //!   firewall closed meanwhile is replaced instead of failing a request;
 //! - a connection older than [`MAX_LIFETIME`] is closed and replaced, and idle ones are closed
@@ -196,18 +197,31 @@ impl<C: Connection> Pool<C> {
     where
         F: AsyncFnOnce(&mut C) -> Result<T, sqlx::Error>,
     {
-        let mut conn = self.acquire().await?;
+        let mut lease = Lease(Some(self.acquire().await?));
+        let conn = lease.conn();
         conn.settled = false;
         let deadline = self.deadlines.query + DEADLINE_GRACE;
         match tokio::time::timeout(deadline, body(&mut conn.raw)).await {
-            Ok(out) => {
-                conn.settled = out.is_ok();
-                Ok(out?)
+            Ok(Ok(out)) => {
+                conn.settled = true;
+                lease.give_back();
+                Ok(out)
+            }
+            Ok(Err(err)) => {
+                // A use that failed inside a transaction leaves it open, its `ROLLBACK` only
+                // queued: sent now, so the locks (and a PgBouncer server connection) are not held
+                // until the next use. A connection that cannot even do that is closed.
+                let flushed = tokio::time::timeout(self.deadlines.acquire, conn.raw.ping()).await;
+                if matches!(flushed, Ok(Ok(()))) {
+                    conn.settled = true;
+                    lease.give_back();
+                }
+                Err(err.into())
             }
             Err(_) => {
                 // Not back into the pool: dropping the connection closes its socket, and the
                 // server rolls back whatever it had open once it runs again.
-                drop(Object::take(conn));
+                drop(lease);
                 Err(StoreError::Unavailable(anyhow!(
                     "the {} database did not answer within {deadline:?}",
                     self.database
@@ -285,13 +299,44 @@ impl<C: Connection> Pool<C> {
     }
 }
 
+/// A connection in use. Dropped before [`Lease::give_back`] (its use was cancelled or cut off),
+/// the connection is taken out of the pool and closed rather than put back.
+struct Lease<C: Connection>(Option<Object<Manager<C>>>);
+
+impl<C: Connection> Lease<C> {
+    fn conn(&mut self) -> &mut Conn<C> {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a lease holds its connection until dropped"))
+    }
+
+    /// The use completed: the connection goes back to the pool.
+    fn give_back(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl<C: Connection> Drop for Lease<C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
 impl Pool<sqlx::PgConnection> {
     /// [`Pool::with_conn`] for PostgreSQL. With pinned statements (no statement cache, for a
     /// transaction-pooling PgBouncer without `max_prepared_statements`), `body` runs inside a
-    /// transaction of its own: sqlx parses an unnamed statement and binds it in two exchanges,
-    /// and only an open transaction keeps the pooler from handing the second to another server
+    /// transaction of its own: sqlx parses a statement and binds it in two exchanges, and only
+    /// an open transaction keeps the pooler from handing the second to another server
     /// connection, which never saw the first. A transaction `body` begins itself becomes a
     /// savepoint inside it.
+    ///
+    /// sqlx names its statements (`sqlx_s_N`, counted per client connection) even with its cache
+    /// off, and never closes them; through a pooler, the server connection may still hold another
+    /// client's `sqlx_s_N`. So the transaction starts by dropping every prepared statement of the
+    /// server connection it holds, in the same exchange as its `BEGIN`: nothing else uses that
+    /// connection until the transaction ends, and nothing outlives a transaction here.
     pub async fn with_pg<T, F>(&self, body: F) -> Result<T, StoreError>
     where
         F: AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error>,
@@ -300,7 +345,7 @@ impl Pool<sqlx::PgConnection> {
             return self.with_conn(body).await;
         }
         self.with_conn(async |conn: &mut sqlx::PgConnection| {
-            let mut tx = sqlx::Connection::begin(conn).await?;
+            let mut tx = sqlx::Connection::begin_with(conn, "BEGIN; DEALLOCATE ALL").await?;
             let out = body(&mut tx).await?;
             tx.commit().await?;
             Ok(out)
