@@ -46,6 +46,7 @@ mod recovery;
 mod sessions;
 mod shared_limits;
 mod shutdown;
+mod signing_keys;
 mod signup;
 mod smtp_sink;
 mod throttle;
