@@ -30,6 +30,7 @@ mod health;
 mod hostile;
 mod jwt;
 mod last_admin;
+mod legacy_tokens;
 mod log_hygiene;
 mod logged;
 mod login;
