@@ -28,6 +28,7 @@ mod emails;
 mod faults;
 mod health;
 mod hostile;
+mod jwks_client;
 mod jwt;
 mod last_admin;
 mod legacy_tokens;
