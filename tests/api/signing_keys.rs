@@ -446,7 +446,7 @@ async fn round_trip(backend: Backend, alg: Alg, source: Source) {
     assert_eq!(header["alg"], alg.name(), "{header}");
     let kid = kid_of(&access);
     let set = published_jwks(&app, alg).await;
-    assert_eq!(kids(&set), [kid.clone()], "one key, the signing one");
+    assert_eq!(kids(&set), vec![kid.clone()], "one key, the signing one");
     assert_jwk_matches_openssl(&set["keys"][0], &path, alg);
     if let Some(printed) = printed_kid {
         assert_eq!(
@@ -752,7 +752,7 @@ async fn rotation(backend: Backend, alg: Alg) {
     app.create_user("ada").await;
     let (token_a, refresh_a) = ada_pair(&app).await;
     assert_eq!(kid_of(&token_a), kid_a);
-    assert_eq!(kids(&published_jwks(&app, alg).await), [kid_a.clone()]);
+    assert_eq!(kids(&published_jwks(&app, alg).await), vec![kid_a.clone()]);
     let db = app.shut_down_keeping_db().await;
 
     // Add B, newer: it signs from the next start; A's tokens still verify.
