@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::db_tests;
 use crate::helpers::Backend;
 use crate::signing_keys::{
-    Alg, jwt_part, keys_generate, kid_of, mint, required, signer, spawn_signing,
+    Alg, at_own_url, jwt_part, keys_generate, kid_of, mint, required, signer, spawn_signing,
 };
 
 /// The script, from the repository.
@@ -58,7 +58,7 @@ async fn pyjwt_verifies(backend: Backend, alg: Alg) {
     }
     let keys = tempfile::tempdir().expect("tempdir");
     let (key_path, _) = keys_generate(alg, keys.path());
-    let app = spawn_signing(backend, alg, keys.path(), |_| {}).await;
+    let app = spawn_signing(backend, alg, keys.path(), at_own_url).await;
     let user = app.create_user("ada").await;
     let id = user["id"].as_i64().expect("id").to_string();
     let token = app.token_for("ada").await;

@@ -156,21 +156,30 @@ pub(crate) fn keys_generate(alg: Alg, dir: &Path) -> (PathBuf, String) {
 }
 
 /// A port nobody listens on now, so an app's `PUBLIC_BASE_URL` can name its own address before
-/// it starts.
+/// it starts. Chosen at random below the kernel's ephemeral range (32768 and up), so no client
+/// socket of a parallel test takes it in the moment between this check and the app's bind.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    for _ in 0..1000 {
+        let random = u16::from_str_radix(&crate::helpers::random_hex(2), 16).expect("hex");
+        let port = 20_000 + random % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
-/// Signs with the keys of `dir` under `alg`, on a fixed free port that `PUBLIC_BASE_URL` names
-/// (so the discovery document's URLs reach this very app).
+/// Signs with the keys of `dir` under `alg`.
 pub(crate) fn with_keys(settings: &mut Settings, alg: Alg, dir: &Path) {
     settings.jwt.signing = Signing::KeysDir {
         algorithm: alg.algorithm(),
         dir: dir.to_owned(),
     };
+}
+
+/// Listens on a fixed free port that `PUBLIC_BASE_URL` names, so the discovery document's URLs
+/// reach this very app.
+pub(crate) fn at_own_url(settings: &mut Settings) {
     let port = free_port();
     settings.port = port;
     settings.public_base_url = format!("http://127.0.0.1:{port}");
@@ -643,7 +652,7 @@ db_tests! {
     async fn the_discovery_document_leads_to_the_keys(backend: Backend) {
         let keys = tempfile::tempdir().expect("tempdir");
         keys_generate(Alg::Es256, keys.path());
-        let app = spawn_signing(backend, Alg::Es256, keys.path(), |_| {}).await;
+        let app = spawn_signing(backend, Alg::Es256, keys.path(), at_own_url).await;
         let base = app.address.clone();
         let document = discovery_document(&app).await;
         assert_eq!(document["issuer"], json!(base));
@@ -682,6 +691,7 @@ db_tests! {
         // With JWT_ISSUER (and a base URL with a trailing slash).
         let mut settings = crate::helpers::test_settings(&db.url());
         with_keys(&mut settings, Alg::Es256, keys.path());
+        at_own_url(&mut settings);
         settings.jwt.issuer = Some("https://auth.example.com".to_owned());
         let base = settings.public_base_url.clone();
         settings.public_base_url = format!("{base}/");
