@@ -18,6 +18,8 @@ const SETTLE_REQUESTS: u64 = 60;
 /// Requests a restarted replica answers through nginx before the next replica is stopped: it
 /// is back in rotation.
 const BACK_IN_ROTATION: f64 = 10.0;
+/// Rolling restarts in a row (each replica is restarted this many times).
+const ROUNDS: usize = 2;
 /// Fewest requests each phase must count: a test that did nothing cannot pass.
 const FEWEST_PER_PHASE: u64 = 30;
 
@@ -28,7 +30,7 @@ enum Op {
     Refresh,
 }
 
-/// What the load did in one phase (before the restarts, during each replica's, after them).
+/// What the load did in one phase (before the restarts, during each restart, after them).
 #[derive(Debug, Default, Clone, Copy)]
 struct Phase {
     me: u64,
@@ -43,10 +45,11 @@ impl Phase {
     }
 }
 
-#[derive(Default)]
 struct Tally {
     phases: Vec<Phase>,
     failures: Vec<String>,
+    /// When the test began: failures say when they happened, to match nginx's error log.
+    began: Instant,
 }
 
 impl Tally {
@@ -59,10 +62,25 @@ impl Tally {
         }
         if let Some(failure) = failure {
             counts.failed += 1;
-            self.failures
-                .push(format!("phase {phase}, {op:?}: {failure}"));
+            self.failures.push(format!(
+                "phase {phase}, {:.3} s in ({}), {op:?}: {failure}",
+                self.began.elapsed().as_secs_f64(),
+                utc_now()
+            ));
         }
     }
+}
+
+/// The time of day in UTC to the millisecond, as nginx's error log has it (to the second).
+fn utc_now() -> String {
+    let at = time::OffsetDateTime::now_utc();
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
 }
 
 /// One request of the load through nginx: the tokens it gave (login, refresh) or why it failed.
@@ -191,13 +209,15 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         sign_up(&cluster.client, &balancer, &format!("load{task}")).await;
     }
     let replicas = cluster.replicas.len();
-    // Phase 0: before any restart; 1..=n: from replica i-1's SIGTERM until it is back in
-    // rotation; n+1: after the last.
+    // Phase 0: before any restart; then one per restart, from the replica's SIGTERM until it
+    // is back in rotation; the last: after the last restart.
+    let restarts = ROUNDS * replicas;
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally {
-        phases: vec![Phase::default(); replicas + 2],
+        phases: vec![Phase::default(); restarts + 2],
         failures: Vec::new(),
+        began: Instant::now(),
     }));
     // Its own client: connections to nginx are kept alive (nginx's to the replicas are not).
     let load_client = super::client();
@@ -216,11 +236,21 @@ async fn a_rolling_restart_under_load_fails_no_request() {
 
     until_requests(&tally, 0, SETTLE_REQUESTS).await;
     let mut exits = Vec::new();
-    for i in 0..replicas {
-        phase.store(i + 1, Ordering::SeqCst);
-        let replica = &mut cluster.replicas[i];
+    // What happened when, to read failures against.
+    let mut timeline = Vec::new();
+    for restart in 0..restarts {
+        phase.store(restart + 1, Ordering::SeqCst);
+        let replica = &mut cluster.replicas[restart % replicas];
+        let who = format!(
+            "phase {}: {} (port {})",
+            restart + 1,
+            replica.name,
+            replica.port
+        );
+        timeline.push(format!("{} {who}: SIGTERM", utc_now()));
         replica.terminate();
         let status = replica.exited(Duration::from_secs(20)).await;
+        timeline.push(format!("{} {who}: exited ({status})", utc_now()));
         exits.push(status);
         assert!(
             status.success(),
@@ -230,6 +260,7 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         );
         replica.start_again();
         replica.ready(&cluster.client).await;
+        timeline.push(format!("{} {who}: ready", utc_now()));
         let deadline = Instant::now() + Duration::from_secs(20);
         while requests_served(&cluster.client, replica, "/auth/me").await < BACK_IN_ROTATION {
             assert!(
@@ -239,9 +270,10 @@ async fn a_rolling_restart_under_load_fails_no_request() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        timeline.push(format!("{} {who}: back in rotation", utc_now()));
     }
-    phase.store(replicas + 1, Ordering::SeqCst);
-    until_requests(&tally, replicas + 1, SETTLE_REQUESTS).await;
+    phase.store(restarts + 1, Ordering::SeqCst);
+    until_requests(&tally, restarts + 1, SETTLE_REQUESTS).await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.expect("load task");
@@ -261,9 +293,11 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         })
         .count();
     eprintln!(
-        "rolling restart of {replicas} replicas under {TASKS} concurrent clients through nginx: \
-         {total} requests, {failed} failed; {passed_on} passed on by nginx to another replica; \
-         exits {exits:?}"
+        "{ROUNDS} rolling restarts of {replicas} replicas (ports {:?}) under {TASKS} concurrent \
+         clients through nginx: {total} requests, {failed} failed; {passed_on} passed on by nginx \
+         to another replica; exit codes {:?}",
+        cluster.replicas.iter().map(|r| r.port).collect::<Vec<_>>(),
+        exits.iter().map(|s| s.code()).collect::<Vec<_>>()
     );
     for (i, p) in tally.phases.iter().enumerate() {
         eprintln!(
@@ -277,6 +311,9 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     }
     for failure in tally.failures.iter().take(20) {
         eprintln!("  failure: {failure}");
+    }
+    if failed > 0 {
+        eprintln!("  timeline:\n    {}", timeline.join("\n    "));
     }
     assert_eq!(
         failed,
