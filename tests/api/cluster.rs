@@ -44,9 +44,20 @@ fn required(met: bool, requirement: &str) -> bool {
     met
 }
 
+/// Where `name` is: on `PATH`, or in the `sbin` directories Debian installs daemons to (often
+/// not on a user's `PATH`); the bare name when nowhere.
+fn tool(name: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(Into::into))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| name.into())
+}
+
 /// Whether `program` runs (with `args`, say `-v`) and exits 0.
 fn installed(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
+    Command::new(tool(program))
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -253,6 +264,14 @@ impl Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "{} (port {}), its last lines:\n{}",
+                self.name,
+                self.port,
+                self.log_tail(15)
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -316,7 +335,7 @@ http {{
 "#
         );
         std::fs::write(dir.path().join("nginx.conf"), config).expect("write nginx.conf");
-        let child = Command::new("nginx")
+        let child = Command::new(tool("nginx"))
             .arg("-p")
             .arg(dir.path())
             .args(["-c", "nginx.conf", "-e", "error.log"])

@@ -20,7 +20,7 @@ use sqlx::{Connection, Row};
 
 use super::{
     BIN, Replica, client, free_port, fresh_secret, get_authed, listening, log_in, post,
-    prerequisites, refreshed, required, running_as_root, shared_env, sign_up,
+    prerequisites, refreshed, required, running_as_root, shared_env, sign_up, tool,
 };
 use crate::helpers::{Backend, GOOD_PASSWORD, TestDb, assert_detail};
 
@@ -31,7 +31,10 @@ const ADMIN_PASSWORD: &str = "an admin passphrase for the bouncer";
 
 /// `pgbouncer --version`'s (major, minor), or `None` when it is not installed.
 fn pgbouncer_version() -> Option<(u32, u32)> {
-    let output = Command::new("pgbouncer").arg("--version").output().ok()?;
+    let output = Command::new(tool("pgbouncer"))
+        .arg("--version")
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let version = text.lines().next()?.strip_prefix("PgBouncer ")?;
     let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
@@ -95,7 +98,7 @@ impl PgBouncer {
             format!("\"{user}\" \"\"\n"),
         )
         .expect("userlist.txt");
-        let mut command = Command::new("pgbouncer");
+        let mut command = Command::new(tool("pgbouncer"));
         if root {
             // PgBouncer refuses to run as root: it switches to `postgres`, which must read its
             // files and write its log and pid there.
@@ -169,15 +172,17 @@ impl PgBouncer {
             .fetch_all(&mut conn)
             .await
             .expect("SHOW POOLS");
+        // The console's columns are text or integers of one width or another.
+        let number = |row: &sqlx::postgres::PgRow, column: &str| -> i64 {
+            row.try_get::<i64, _>(column)
+                .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))
+                .or_else(|_| row.try_get::<i16, _>(column).map(i64::from))
+                .ok()
+                .or_else(|| row.try_get::<String, _>(column).ok()?.parse().ok())
+                .unwrap_or_else(|| panic!("SHOW POOLS: no integer {column}"))
+        };
         let count = |row: &sqlx::postgres::PgRow, columns: &[&str]| -> i64 {
-            columns
-                .iter()
-                .filter_map(|c| {
-                    let text: Option<String> = row.try_get::<String, _>(*c).ok();
-                    text.and_then(|t| t.parse::<i64>().ok())
-                        .or_else(|| row.try_get::<i64, _>(*c).ok())
-                })
-                .sum()
+            columns.iter().map(|c| number(row, c)).sum()
         };
         let row = rows
             .iter()
