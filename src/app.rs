@@ -93,7 +93,7 @@ impl App {
         let auth = Auth::new(
             db.clone(),
             hasher,
-            TokenKeys::new(&settings.jwt, &secret),
+            TokenKeys::new(&settings.jwt, &secret)?,
             settings.sessions,
             metrics.clone(),
             limiter.clone(),
@@ -102,11 +102,27 @@ impl App {
         )
         .with_clock(clock.clone());
         let auth = Arc::new(auth);
+        let discovery = auth.jwks().map(|jwks| {
+            http::routes::discovery::Discovery::new(
+                &jwks,
+                auth.signing_algorithm(),
+                &settings.public_base_url,
+                settings.jwt.issuer.as_deref(),
+            )
+        });
+        if let Some(kid) = auth.signing_kid() {
+            tracing::info!(
+                kid,
+                algorithm = auth.signing_algorithm(),
+                "signing access tokens"
+            );
+        }
         let state = AppState {
             auth: auth.clone(),
             metrics: metrics.clone(),
             readiness: Readiness::new(db.clone(), settings.database.acquire_timeout),
             limiter: limiter.clone(),
+            discovery,
         };
         let router = http::router(
             state,

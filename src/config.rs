@@ -42,6 +42,9 @@ pub struct Settings {
     /// Longest time a request may take before it gets a 503 (`REQUEST_TIMEOUT_SECS`, 1..=600,
     /// default 30).
     pub request_timeout: Duration,
+    /// How long requests in flight may run on after a shutdown signal (`SHUTDOWN_GRACE_SECS`,
+    /// 1..=3600, default 30).
+    pub shutdown_grace: Duration,
     /// Connection handling: timeouts and the cap on open connections.
     pub http: HttpSettings,
     /// Log line format (`LOG_FORMAT`, default `json`).
@@ -59,6 +62,8 @@ pub struct Settings {
     /// The admin account start-up ensures (`ADMIN_EMAIL`, `ADMIN_USERNAME`, `ADMIN_PASSWORD`,
     /// all three or none).
     pub admin: Option<AdminAccount>,
+    /// Where users reach the service (`PUBLIC_BASE_URL`): mail links and the discovery document.
+    pub public_base_url: String,
     /// How long audit events are kept (`AUDIT_RETENTION_DAYS`, 0..=36500, default 365); `None`
     /// (0): forever.
     pub audit_retention: Option<Duration>,
@@ -234,6 +239,9 @@ pub struct DatabaseSettings {
     /// and by a client-side deadline on both databases (`DATABASE_QUERY_TIMEOUT_SECS`, 1..=300,
     /// default 5).
     pub query_timeout: Duration,
+    /// Named prepared statements cached per PostgreSQL connection
+    /// (`DATABASE_STATEMENT_CACHE_CAPACITY`, 0..=10000, default 100); 0: unnamed statements only.
+    pub statement_cache_capacity: usize,
 }
 
 /// Access-token settings.
@@ -242,14 +250,39 @@ pub struct JwtSettings {
     /// `JWT_SECRET_KEY`, at least 32 bytes. `None` is allowed only with a SQLite database: a key
     /// is then generated once and kept beside the database file.
     pub secret: Option<SecretString>,
-    /// `JWT_ALGORITHM`: HS256 (default), HS384 or HS512.
-    pub algorithm: jsonwebtoken::Algorithm,
+    /// `JWT_ALGORITHM` and, for the asymmetric ones, `JWT_KEYS_DIR`.
+    pub signing: Signing,
     /// `JWT_ACCESS_TOKEN_EXPIRE_MINUTES` (1..=1440, default 30).
     pub access_token_ttl: Duration,
     /// `JWT_ISSUER`: sets and requires `iss` when present.
     pub issuer: Option<String>,
     /// `JWT_AUDIENCE`: sets and requires `aud` when present.
     pub audience: Option<String>,
+    /// `JWT_ACCEPT_LEGACY_UNTIL`: until then, `GET /auth/me` accepts the FastAPI system's tokens.
+    pub accept_legacy_until: Option<time::OffsetDateTime>,
+}
+
+/// What signs access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    /// HS256, HS384 or HS512 with `JWT_SECRET_KEY` (the default, as the FastAPI system signs).
+    Secret(jsonwebtoken::Algorithm),
+    /// EdDSA, ES256 or RS256 with the PEM keys in `JWT_KEYS_DIR`.
+    KeysDir {
+        /// The algorithm.
+        algorithm: jsonwebtoken::Algorithm,
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+impl Signing {
+    /// The one algorithm tokens are signed and verified with.
+    pub fn algorithm(&self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Secret(algorithm) | Self::KeysDir { algorithm, .. } => *algorithm,
+        }
+    }
 }
 
 /// Session lifetimes and refresh-token rotation.

@@ -1,5 +1,5 @@
-//! The `cerego` command: `serve` (the default), `migrate`, `create-admin`, `audit verify` or
-//! `healthcheck`.
+//! The `cerego` command: `serve` (the default), `migrate`, `create-admin`, `audit verify`,
+//! `keys generate` or `healthcheck`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use cerego::app::{App, shutdown_signal};
 use cerego::auth::AuthError;
 use cerego::auth::admin::{AdminBootstrap, BootstrapSource, ensure_admin};
 use cerego::auth::clock::{Clock, SystemClock};
+use cerego::auth::keys::{self, KeyAlgorithm};
 use cerego::auth::passwords::PasswordHasher;
 use cerego::config::{
     self, AdminAccount, DatabaseSettings, HashQueueSettings, ParseError, Settings, SettingsArgs,
@@ -62,6 +63,25 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signing keys for JWT_ALGORITHM EdDSA, ES256 or RS256.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new private key in a directory (created with mode 0700 if missing): a PKCS#8 PEM
+    /// file of mode 0600 named by its creation time, never overwriting one; print its path and
+    /// kid. Put it in every replica's JWT_KEYS_DIR, where, as the newest private key, it signs
+    /// from the next start (docs/deployment.md: key rotation). Needs no other setting.
+    Generate {
+        /// EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA, 3072 bits).
+        #[arg(long)]
+        algorithm: KeyAlgorithm,
+        /// The directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +111,9 @@ async fn main() -> ExitCode {
         Command::Migrate => cli.settings.database().map(Run::Migrate),
         Command::Healthcheck => Ok(Run::Healthcheck(cli.settings.port)),
         Command::Audit(AuditCommand::Verify) => cli.settings.database().map(Run::AuditVerify),
+        Command::Keys(KeysCommand::Generate { algorithm, out }) => {
+            Ok(Run::KeysGenerate(algorithm, out))
+        }
         Command::CreateAdmin { email, username } => cli.settings.database().map(|database| {
             Run::CreateAdmin(Box::new(AdminCommand {
                 database,
@@ -117,6 +140,7 @@ async fn main() -> ExitCode {
         Run::Healthcheck(port) => healthcheck(port).await,
         Run::CreateAdmin(command) => return create_admin(*command).await,
         Run::AuditVerify(database) => return audit_verify(database).await,
+        Run::KeysGenerate(algorithm, out) => keys_generate(algorithm, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +163,7 @@ enum Run {
     Healthcheck(u16),
     CreateAdmin(Box<AdminCommand>),
     AuditVerify(DatabaseSettings),
+    KeysGenerate(KeyAlgorithm, std::path::PathBuf),
 }
 
 /// What `create-admin` needs: the database, the hasher's settings and the account's names.
@@ -330,6 +355,13 @@ async fn audit_verify(database: DatabaseSettings) -> ExitCode {
         println!("events up to id {id} (the newest occurred at {at}) were purged by retention");
     }
     ExitCode::SUCCESS
+}
+
+/// `keys generate`: one line on standard output with the new file and its `kid`.
+fn keys_generate(algorithm: KeyAlgorithm, out: &std::path::Path) -> anyhow::Result<()> {
+    let key = keys::generate(algorithm, out)?;
+    println!("wrote {} (kid {})", key.path.display(), key.kid);
+    Ok(())
 }
 
 async fn healthcheck(port: u16) -> anyhow::Result<()> {

@@ -140,6 +140,7 @@ pub struct Metrics {
     mail_queue_depth: Gauge,
     audit_events: Family<EventLabels, Counter>,
     audit_purged: Counter,
+    legacy_tokens: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -414,6 +415,12 @@ impl Metrics {
             "Audit events deleted by the retention purge (AUDIT_RETENTION_DAYS)",
             audit_purged.clone(),
         );
+        let legacy_tokens = Counter::default();
+        registry.register(
+            "legacy_tokens_accepted",
+            "Tokens of the FastAPI system accepted on GET /auth/me (JWT_ACCEPT_LEGACY_UNTIL)",
+            legacy_tokens.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -451,6 +458,7 @@ impl Metrics {
             mail_queue_depth,
             audit_events,
             audit_purged,
+            legacy_tokens,
         }
     }
 
@@ -461,6 +469,11 @@ impl Metrics {
                 event: event.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a legacy token accepted on `GET /auth/me`.
+    pub fn record_legacy_token_accepted(&self) {
+        self.legacy_tokens.inc();
     }
 
     /// Counts audit events deleted by the retention purge.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod clock;
 mod flight;
+pub mod keys;
 pub mod passwords;
 pub mod recovery;
 mod sessions;
@@ -191,6 +192,21 @@ impl Auth {
     /// (no database: whether the session is still active is not checked). For keying rate limits.
     pub fn token_claims(&self, token: &str) -> Option<tokens::AccessClaims> {
         self.tokens.verify(token, self.clock.unix_now()).ok()
+    }
+
+    /// The public signing keys as a JWK set; `None` under HMAC.
+    pub fn jwks(&self) -> Option<serde_json::Value> {
+        self.tokens.jwks()
+    }
+
+    /// The signing algorithm's JOSE name (`HS256`, `EdDSA`, …).
+    pub fn signing_algorithm(&self) -> &'static str {
+        self.tokens.algorithm_name()
+    }
+
+    /// The signing key's `kid`, under EdDSA, ES256 or RS256.
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.tokens.signing_kid()
     }
 
     /// Rate limits and the login throttle.

@@ -252,6 +252,59 @@ impl Auth {
         })
     }
 
+    /// Whether `GET /auth/me` may try a token as a legacy one (`JWT_ACCEPT_LEGACY_UNTIL` set).
+    pub fn accepts_legacy_tokens(&self) -> bool {
+        self.tokens.accepts_legacy()
+    }
+
+    /// The user a token of the FastAPI system speaks for (`JWT_ACCEPT_LEGACY_UNTIL`, before the
+    /// cut-over; see [`super::tokens::TokenKeys::verify_legacy`]). Its `sub` may be the user id,
+    /// the username or the e-mail address, as that system wrote it; a numeric `sub` that is one
+    /// account's id and another's username is refused rather than guessed. A disabled or deleted
+    /// account is refused as its sessions are.
+    pub async fn authenticate_legacy(&self, token: &str) -> Result<User, AuthError> {
+        let claims = self
+            .tokens
+            .verify_legacy(token, self.now())
+            .map_err(|err| {
+                tracing::debug!(%err, "legacy token refused");
+                AuthError::InvalidToken(err.kind)
+            })?;
+        let subject = claims.subject.as_str();
+        let by_id = match super::tokens::canonical_id(subject) {
+            Some(id) => self.db.credentials_by_id(UserId::new(id)).await?,
+            None => None,
+        };
+        let by_name = if subject.contains('@') {
+            self.db.credentials_by_stored_email(subject).await?
+        } else {
+            self.db.credentials_by_username(subject).await?
+        };
+        let account = match (by_id, by_name) {
+            (Some(id), Some(name)) if id.user_id != name.user_id => {
+                tracing::warn!(
+                    id_account = id.user_id.get(),
+                    name_account = name.user_id.get(),
+                    "legacy token refused: its sub is one account's id and another's username"
+                );
+                return Err(AuthError::InvalidToken(TokenRejection::Invalid));
+            }
+            (Some(account), _) | (None, Some(account)) => account,
+            (None, None) => return Err(AuthError::InvalidToken(TokenRejection::SessionEnded)),
+        };
+        if account.disabled {
+            return Err(AuthError::InvalidToken(TokenRejection::SessionEnded));
+        }
+        let user = self
+            .db
+            .user_by_id(account.user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken(TokenRejection::SessionEnded))?;
+        self.metrics.record_legacy_token_accepted();
+        tracing::debug!(user_id = user.id.get(), "legacy token accepted on /auth/me");
+        Ok(user)
+    }
+
     /// Ends one of `user`'s sessions (`DELETE /auth/sessions/{id}`; counted as `revoked`;
     /// audited as `session.revoked`).
     pub async fn revoke_session(

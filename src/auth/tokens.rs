@@ -3,22 +3,29 @@
 //!
 //! The access-token verifier accepts exactly the configured algorithm (so `alg: none` and HS/RS
 //! confusion are refused before any signature check) and requires `exp`, `iat`, `sub`, `sid` and
-//! `jti`. Any standard JWT library holding the secret verifies cerego's tokens.
+//! `jti`. Under HMAC any standard JWT library holding the secret verifies cerego's tokens; under
+//! EdDSA, ES256 or RS256 ([`super::keys`]) anyone holding the published JWK set does, and the
+//! token names its key in `kid`.
 //!
 //! It is strict about everything else a token says, because a lax reading is how forged or
 //! replayed tokens get in:
 //! - The JOSE header may hold only `alg` and `typ` (`"JWT"`). `crit` is refused outright (RFC 7515
 //!   §4.1.11: a verifier must refuse extensions it does not understand), and so are the key
-//!   selectors `kid`, `jku`, `jwk`, `x5u`, `x5c`, `x5t`: cerego verifies with its one configured
-//!   key and never follows them, so a token carrying them was not minted by cerego. (When signing
-//!   keys rotate, `kid` will be allowed and must name one of our own keys.) The header is read
-//!   here from its base64url JSON rather than trusting the library's `Header`, so a member the
-//!   library does not model cannot slip through unseen.
+//!   selectors `jku`, `jwk`, `x5u`, `x5c`, `x5t`: cerego verifies with its own keys and never
+//!   follows them, so a token carrying them was not minted by cerego. `kid` is required under
+//!   the asymmetric algorithms and must name one of the keys of `JWT_KEYS_DIR` (the token is
+//!   checked with that key alone); under HMAC there is one key and `kid` is refused. The header
+//!   is read here from its base64url JSON rather than trusting the library's `Header`, so a
+//!   member the library does not model cannot slip through unseen.
 //! - Times are checked against the auth service's [`Clock`](super::clock::Clock), not the
 //!   library's system clock, with [`LEEWAY_SECS`] of skew: `exp` in the past, `nbf` in the future
 //!   or `iat` in the future are refused.
 //! - `sub` and `sid` must be canonical positive decimals (`"42"`, never `"+42"`, `"042"` or
 //!   `"-1"`), so one id has exactly one spelling.
+//!
+//! Legacy tokens (`JWT_ACCEPT_LEGACY_UNTIL`): until the cut-over time, [`TokenKeys::verify_legacy`]
+//! accepts what the FastAPI system minted, an HMAC token signed with `JWT_SECRET_KEY` with `sub`
+//! and `exp` and no `sid`, for `GET /auth/me` alone.
 //!
 //! Refresh tokens are `crg_rt_` plus 256 bits, base64url. Only their SHA-256 is stored. The
 //! token issued on a rotation is derived from the presented one with a keyed HMAC, so a replay
@@ -35,7 +42,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::JwtSettings;
+use super::keys::{KeyAlgorithm, KeySet};
+use crate::config::{JwtSettings, Signing};
 use crate::domain::{RoleName, SessionId, UserId};
 
 /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` between the servers that issue and
@@ -44,21 +52,39 @@ pub const LEEWAY_SECS: i64 = 30;
 /// The longest access token worth parsing. Cerego's are about 300 bytes; anything far larger is
 /// refused before any base64 or JSON work.
 const MAX_TOKEN_LEN: usize = 4096;
-/// The only JOSE header members a token may carry (see the module comment).
-const ALLOWED_HEADER: [&str; 2] = ["alg", "typ"];
+/// The only JOSE header members a token may carry (see the module comment); `kid` only under
+/// the asymmetric algorithms.
+const ALLOWED_HEADER: [&str; 3] = ["alg", "typ", "kid"];
 /// How every refresh token starts, so leaked ones are easy to recognise (and scan for).
 pub const REFRESH_PREFIX: &str = "crg_rt_";
 
-/// Signs and verifies access tokens, and derives refresh-token successors, with one secret.
+/// Signs and verifies access tokens, and derives refresh-token successors.
 pub struct TokenKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    verifier: Verifier,
     header: Header,
     validation: Validation,
     ttl: Duration,
     issuer: Option<String>,
     audience: Option<String>,
     rotation_key: [u8; 32],
+    legacy: Option<Legacy>,
+}
+
+/// What checks signatures.
+enum Verifier {
+    /// HMAC: the one secret.
+    Secret(DecodingKey),
+    /// The keys of `JWT_KEYS_DIR`, chosen by `kid`.
+    Keys(KeySet),
+}
+
+/// How the FastAPI system's tokens are checked, and until when.
+struct Legacy {
+    decoding: DecodingKey,
+    validation: Validation,
+    /// Unix seconds; from then on, refused.
+    until: i64,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -197,11 +223,43 @@ pub fn new_jti() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// What a legacy token says: its subject, as the FastAPI system wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyClaims {
+    /// `sub`: a user id, a username or an e-mail address.
+    pub subject: String,
+}
+
+#[derive(Deserialize)]
+struct LegacyTokenClaims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    sid: Option<serde_json::Value>,
+}
+
 impl TokenKeys {
-    /// Keys from `settings`, with `secret` (from the settings or the generated key file).
-    pub fn new(settings: &JwtSettings, secret: &SecretString) -> Self {
+    /// Keys from `settings`, with `secret` (from the settings or the generated key file); under
+    /// EdDSA, ES256 or RS256 the keys of `JWT_KEYS_DIR` are read (a bad or missing key fails,
+    /// naming the file).
+    pub fn new(settings: &JwtSettings, secret: &SecretString) -> anyhow::Result<Self> {
         let bytes = secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(settings.algorithm);
+        let algorithm = settings.signing.algorithm();
+        let (encoding, verifier, kid) = match &settings.signing {
+            Signing::Secret(_) => (
+                EncodingKey::from_secret(bytes),
+                Verifier::Secret(DecodingKey::from_secret(bytes)),
+                None,
+            ),
+            Signing::KeysDir { algorithm, dir } => {
+                let algorithm = KeyAlgorithm::of(*algorithm)
+                    .context("JWT_KEYS_DIR is only used with EdDSA, ES256 or RS256")?;
+                let keys = KeySet::load(dir, algorithm)?;
+                let kid = keys.signing_kid().to_owned();
+                (keys.encoding_key().clone(), Verifier::Keys(keys), Some(kid))
+            }
+        };
+        let mut validation = Validation::new(algorithm);
         let mut required = vec!["exp", "sub"];
         required.extend(settings.issuer.as_ref().map(|_| "iss"));
         required.extend(settings.audience.as_ref().map(|_| "aud"));
@@ -220,16 +278,69 @@ impl TokenKeys {
         }
         // A separate key for rotation, so the JWT key never signs anything but JWTs.
         let rotation_key = hmac_sha256(bytes, b"cerego/refresh-token-rotation/v1");
-        Self {
-            encoding: EncodingKey::from_secret(bytes),
-            decoding: DecodingKey::from_secret(bytes),
-            header: Header::new(settings.algorithm),
+        let legacy = settings.accept_legacy_until.map(|until| {
+            // The FastAPI system signs with the secret, HS256 unless it was configured
+            // otherwise, which its JWT_ALGORITHM (still ours under HMAC) says.
+            let legacy_algorithm = match &settings.signing {
+                Signing::Secret(algorithm) => *algorithm,
+                Signing::KeysDir { .. } => jsonwebtoken::Algorithm::HS256,
+            };
+            let mut validation = Validation::new(legacy_algorithm);
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.validate_aud = false;
+            validation.iss = None;
+            Legacy {
+                decoding: DecodingKey::from_secret(bytes),
+                validation,
+                until: until.unix_timestamp(),
+            }
+        });
+        let mut header = Header::new(algorithm);
+        header.kid = kid;
+        Ok(Self {
+            encoding,
+            verifier,
+            header,
             validation,
             ttl: settings.access_token_ttl,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             rotation_key,
+            legacy,
+        })
+    }
+
+    /// The public keys as a JWK set, under EdDSA, ES256 or RS256; `None` under HMAC (nothing
+    /// may be published).
+    pub fn jwks(&self) -> Option<serde_json::Value> {
+        match &self.verifier {
+            Verifier::Keys(keys) => Some(keys.jwks()),
+            Verifier::Secret(_) => None,
         }
+    }
+
+    /// The signing algorithm's JOSE name.
+    pub fn algorithm_name(&self) -> &'static str {
+        match &self.verifier {
+            Verifier::Keys(keys) => keys.algorithm().name(),
+            Verifier::Secret(_) => match self.header.alg {
+                jsonwebtoken::Algorithm::HS384 => "HS384",
+                jsonwebtoken::Algorithm::HS512 => "HS512",
+                _ => "HS256",
+            },
+        }
+    }
+
+    /// Whether legacy tokens are configured (`JWT_ACCEPT_LEGACY_UNTIL` is set; it may be past).
+    pub fn accepts_legacy(&self) -> bool {
+        self.legacy.is_some()
+    }
+
+    /// The `kid` of the signing key, under the asymmetric algorithms.
+    pub fn signing_kid(&self) -> Option<&str> {
+        self.header.kid.as_deref()
     }
 
     /// Signs an access token issued at `issued_at`, carrying `roles` as its `roles` claim;
@@ -274,8 +385,15 @@ impl TokenKeys {
         if token.len() > MAX_TOKEN_LEN {
             return Err(InvalidToken::invalid("too long"));
         }
-        check_header(token)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let kid = check_header(token, matches!(self.verifier, Verifier::Keys(_)))?;
+        let decoding = match (&self.verifier, kid) {
+            (Verifier::Secret(key), _) => key,
+            (Verifier::Keys(keys), Some(kid)) => keys
+                .decoding_key(&kid)
+                .ok_or_else(|| InvalidToken::invalid("kid names none of our keys"))?,
+            (Verifier::Keys(_), None) => return Err(InvalidToken::invalid("no kid")),
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, decoding, &self.validation)
             .map_err(|err| InvalidToken::invalid(format!("{:?}", err.kind())))?;
         let claims = data.claims;
         // Only now is the signature known good, so only now may a client hear "expired".
@@ -304,6 +422,42 @@ impl TokenKeys {
         })
     }
 
+    /// What a token of the FastAPI system says, if `JWT_ACCEPT_LEGACY_UNTIL` is set and not yet
+    /// past at `now`, and the token is one: HMAC-signed with the secret, unexpired, with `sub` and
+    /// no `sid` (a token with `sid` is cerego's own and goes through [`Self::verify`] alone).
+    pub fn verify_legacy(&self, token: &str, now: i64) -> Result<LegacyClaims, InvalidToken> {
+        let Some(legacy) = &self.legacy else {
+            return Err(InvalidToken::invalid("legacy tokens are not accepted"));
+        };
+        if now >= legacy.until {
+            return Err(InvalidToken::invalid("past JWT_ACCEPT_LEGACY_UNTIL"));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(InvalidToken::invalid("too long"));
+        }
+        check_header(token, false)?;
+        let claims =
+            jsonwebtoken::decode::<LegacyTokenClaims>(token, &legacy.decoding, &legacy.validation)
+                .map_err(|err| InvalidToken::invalid(format!("legacy: {:?}", err.kind())))?
+                .claims;
+        if claims.sid.is_some() {
+            return Err(InvalidToken::invalid("legacy: has sid"));
+        }
+        let exp = i64::try_from(claims.exp).unwrap_or(i64::MAX);
+        if exp.saturating_add(LEEWAY_SECS) < now {
+            return Err(InvalidToken {
+                kind: TokenRejection::Expired,
+                reason: "legacy: exp is past".into(),
+            });
+        }
+        if claims.sub.is_empty() || claims.sub.len() > 320 {
+            return Err(InvalidToken::invalid("legacy: sub is empty or too long"));
+        }
+        Ok(LegacyClaims {
+            subject: claims.sub,
+        })
+    }
+
     /// The token that replaces `presented` on rotation.
     pub fn successor(&self, presented: &RefreshToken) -> RefreshToken {
         RefreshToken::from_bytes(&hmac_sha256(
@@ -313,8 +467,9 @@ impl TokenKeys {
     }
 }
 
-/// Refuses a token whose JOSE header holds anything but `alg` and `typ: "JWT"`.
-fn check_header(token: &str) -> Result<(), InvalidToken> {
+/// Refuses a token whose JOSE header holds anything but `alg`, `typ: "JWT"` and, when `with_kid`,
+/// `kid` (a short string); returns the `kid`.
+fn check_header(token: &str, with_kid: bool) -> Result<Option<String>, InvalidToken> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -328,7 +483,7 @@ fn check_header(token: &str) -> Result<(), InvalidToken> {
         .map_err(|_| InvalidToken::invalid("header is not a JSON object"))?;
     if let Some(name) = header
         .keys()
-        .find(|k| !ALLOWED_HEADER.contains(&k.as_str()))
+        .find(|k| !ALLOWED_HEADER.contains(&k.as_str()) || (!with_kid && *k == "kid"))
     {
         // The name is the sender's text: a bounded prefix is enough for a debug log.
         let name: String = name.chars().take(32).collect();
@@ -337,14 +492,20 @@ fn check_header(token: &str) -> Result<(), InvalidToken> {
         )));
     }
     match header.get("typ") {
-        None => Ok(()),
-        Some(serde_json::Value::String(typ)) if typ.eq_ignore_ascii_case("JWT") => Ok(()),
-        Some(_) => Err(InvalidToken::invalid("typ is not JWT")),
+        None => {}
+        Some(serde_json::Value::String(typ)) if typ.eq_ignore_ascii_case("JWT") => {}
+        Some(_) => return Err(InvalidToken::invalid("typ is not JWT")),
+    }
+    match header.get("kid") {
+        None => Ok(None),
+        // A thumbprint is 43 characters; anything much longer is not one of ours.
+        Some(serde_json::Value::String(kid)) if kid.len() <= 128 => Ok(Some(kid.clone())),
+        Some(_) => Err(InvalidToken::invalid("kid is not a short string")),
     }
 }
 
 /// `raw` as an id if it is a canonical positive decimal: digits only, no sign, no leading zero.
-fn canonical_id(raw: &str) -> Option<i64> {
+pub(crate) fn canonical_id(raw: &str) -> Option<i64> {
     let canonical =
         !raw.is_empty() && !raw.starts_with('0') && raw.bytes().all(|b| b.is_ascii_digit());
     canonical.then(|| raw.parse::<i64>().ok()).flatten()

@@ -9,6 +9,7 @@
 //! in `.env.example` and the README's table (a test checks all four agree).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{BoolishValueParser, EnumValueParser};
@@ -16,13 +17,13 @@ use clap::{ArgAction, Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::parse::{
-    BlankIsDefault, RateSetting, base_url, bounded, ip_address, mailbox, page_url, rate, secret,
-    trusted_proxies,
+    BlankIsDefault, OptionalTime, RateSetting, base_url, bounded, ip_address, mailbox, page_url,
+    path, rate, rfc3339, secret, trusted_proxies,
 };
 use super::{
     AdminAccount, ConfigError, DatabaseKind, DatabaseSettings, HashQueueSettings, HttpSettings,
     JwtSettings, LimitSettings, LogFormat, MailSettings, ProxyHeader, Rates, RecoverySettings,
-    SessionSettings, Settings, ThrottleSettings, TrustedProxies,
+    SessionSettings, Settings, Signing, ThrottleSettings, TrustedProxies,
 };
 use crate::domain::{Email, NewPassword, NewUser, Username};
 use crate::limits::Rule;
@@ -37,16 +38,20 @@ pub const VARIABLES: &[&str] = &[
     "HTTP_IDLE_TIMEOUT_SECS",
     "HTTP_BODY_READ_TIMEOUT_SECS",
     "HTTP_MAX_CONNECTIONS",
+    "SHUTDOWN_GRACE_SECS",
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
     "DATABASE_ACQUIRE_TIMEOUT_SECS",
     "DATABASE_QUERY_TIMEOUT_SECS",
     "DATABASE_AUTO_MIGRATE",
+    "DATABASE_STATEMENT_CACHE_CAPACITY",
     "JWT_SECRET_KEY",
     "JWT_ALGORITHM",
+    "JWT_KEYS_DIR",
     "JWT_ACCESS_TOKEN_EXPIRE_MINUTES",
     "JWT_ISSUER",
     "JWT_AUDIENCE",
+    "JWT_ACCEPT_LEGACY_UNTIL",
     "REFRESH_TOKEN_GRACE_SECS",
     "SESSION_LIFETIME_SECS",
     "SESSION_IDLE_TIMEOUT_SECS",
@@ -125,6 +130,12 @@ pub struct SettingsArgs {
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", global = true, help_heading = "HTTP",
           default_value_t = 10_000, value_parser = bounded::<usize>(1..=1_000_000))]
     pub http_max_connections: usize,
+    /// After SIGTERM or SIGINT: stop accepting (once the connections already queued are taken),
+    /// let requests in flight finish for at most this long, then close what is left and exit;
+    /// seconds, 1..=3600. Keep it below the orchestrator's kill timeout.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", global = true, help_heading = "HTTP",
+          default_value_t = 30, value_parser = bounded::<u64>(1..=3600))]
+    pub shutdown_grace_secs: u64,
 
     /// postgres://user:password@host:5432/db or sqlite://path/to/file.db; unset: an
     /// embedded SQLite file at ./data/cerego.db.
@@ -150,16 +161,32 @@ pub struct SettingsArgs {
           default_value_t = true, action = ArgAction::Set,
           value_parser = BlankIsDefault(BoolishValueParser::new()))]
     pub database_auto_migrate: bool,
+    /// Named prepared statements cached per PostgreSQL connection, 0..=10000; 0 uses unnamed
+    /// statements only, for PgBouncer in transaction mode without max_prepared_statements
+    /// (before 1.21).
+    #[arg(long, env = "DATABASE_STATEMENT_CACHE_CAPACITY", global = true,
+          help_heading = "Database", default_value_t = 100,
+          value_parser = bounded::<usize>(0..=10_000))]
+    pub database_statement_cache_capacity: usize,
 
-    /// Access-token signing key, at least 32 bytes; required with PostgreSQL. Unset with
-    /// SQLite: generated once and kept beside the database file (mode 0600).
+    /// The service's secret, at least 32 bytes; required with PostgreSQL. It signs access tokens
+    /// under HS256/HS384/HS512, and with every algorithm keys refresh-token rotation, rate-limit
+    /// key names, the mail outbox and legacy tokens. Unset with SQLite: generated once and kept
+    /// beside the database file (mode 0600).
     #[arg(long, env = "JWT_SECRET_KEY", global = true, help_heading = "Access tokens",
           hide_env_values = true, value_parser = secret)]
     pub jwt_secret_key: Option<SecretString>,
-    /// The one algorithm tokens are signed and verified with.
+    /// The one algorithm tokens are signed and verified with: HMAC with JWT_SECRET_KEY, or
+    /// EdDSA (Ed25519), ES256 or RS256 with the keys in JWT_KEYS_DIR.
     #[arg(long, env = "JWT_ALGORITHM", global = true, help_heading = "Access tokens",
           default_value = "HS256", value_parser = BlankIsDefault(EnumValueParser::<JwtAlgorithm>::new()))]
     pub jwt_algorithm: JwtAlgorithm,
+    /// With EdDSA, ES256 or RS256: a directory of PEM keys (PKCS#8 private, or public-only). The
+    /// newest-created private key signs; every key verifies and is published at
+    /// /.well-known/jwks.json. Read at start-up. `cerego keys generate` makes one.
+    #[arg(long, env = "JWT_KEYS_DIR", global = true, help_heading = "Access tokens",
+          value_parser = path)]
+    pub jwt_keys_dir: Option<PathBuf>,
     /// Access-token lifetime; minutes, 1..=1440.
     #[arg(long, env = "JWT_ACCESS_TOKEN_EXPIRE_MINUTES", global = true,
           help_heading = "Access tokens", default_value_t = 30,
@@ -181,6 +208,11 @@ pub struct SettingsArgs {
         help_heading = "Access tokens"
     )]
     pub jwt_audience: Option<String>,
+    /// Until this RFC 3339 time, GET /auth/me also accepts the FastAPI system's tokens:
+    /// unexpired, HMAC-signed with JWT_SECRET_KEY, without `sid`. Unset: refused.
+    #[arg(long, env = "JWT_ACCEPT_LEGACY_UNTIL", global = true, help_heading = "Access tokens",
+          value_parser = rfc3339)]
+    pub jwt_accept_legacy_until: Option<OptionalTime>,
 
     /// A used refresh token presented again this soon gets the same new pair; later, reuse
     /// revokes the session (0: every replay is reuse); seconds, 0..=300, less than
@@ -406,6 +438,34 @@ pub enum JwtAlgorithm {
     /// HMAC with SHA-512.
     #[value(name = "HS512")]
     Hs512,
+    /// Ed25519 signatures (RFC 8037), keys in `JWT_KEYS_DIR`.
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// ECDSA on P-256 with SHA-256, keys in `JWT_KEYS_DIR`.
+    #[value(name = "ES256")]
+    Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (keys of 2048 bits or more), keys in `JWT_KEYS_DIR`.
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+impl JwtAlgorithm {
+    /// The algorithm as the JWT library names it.
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Hs256 => jsonwebtoken::Algorithm::HS256,
+            Self::Hs384 => jsonwebtoken::Algorithm::HS384,
+            Self::Hs512 => jsonwebtoken::Algorithm::HS512,
+            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+        }
+    }
+
+    /// Whether tokens are signed with `JWT_SECRET_KEY` (else with the keys in `JWT_KEYS_DIR`).
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::Hs256 | Self::Hs384 | Self::Hs512)
+    }
 }
 
 impl SettingsArgs {
@@ -424,6 +484,7 @@ impl SettingsArgs {
             acquire_timeout: Duration::from_secs(self.database_acquire_timeout_secs),
             auto_migrate: self.database_auto_migrate,
             query_timeout: Duration::from_secs(self.database_query_timeout_secs),
+            statement_cache_capacity: self.database_statement_cache_capacity,
         })
     }
 
@@ -447,6 +508,26 @@ impl SettingsArgs {
             }
             _ => {}
         }
+        let keys_dir = self.jwt_keys_dir.filter(|dir| !dir.as_os_str().is_empty());
+        let signing = match (self.jwt_algorithm.is_hmac(), keys_dir) {
+            (true, None) => Signing::Secret(self.jwt_algorithm.algorithm()),
+            (true, Some(_)) => {
+                return Err(error(
+                    "JWT_KEYS_DIR",
+                    "is only used with JWT_ALGORITHM EdDSA, ES256 or RS256 (HMAC algorithms sign with JWT_SECRET_KEY)",
+                ));
+            }
+            (false, Some(dir)) => Signing::KeysDir {
+                algorithm: self.jwt_algorithm.algorithm(),
+                dir,
+            },
+            (false, None) => {
+                return Err(error(
+                    "JWT_KEYS_DIR",
+                    "is required with JWT_ALGORITHM EdDSA, ES256 or RS256 (make a key with `cerego keys generate`)",
+                ));
+            }
+        };
         if self.refresh_token_grace_secs >= self.session_idle_timeout_secs {
             return Err(error(
                 "REFRESH_TOKEN_GRACE_SECS",
@@ -465,14 +546,11 @@ impl SettingsArgs {
             database,
             jwt: JwtSettings {
                 secret,
-                algorithm: match self.jwt_algorithm {
-                    JwtAlgorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
-                    JwtAlgorithm::Hs384 => jsonwebtoken::Algorithm::HS384,
-                    JwtAlgorithm::Hs512 => jsonwebtoken::Algorithm::HS512,
-                },
+                signing,
                 access_token_ttl: Duration::from_secs(self.jwt_access_token_expire_minutes * 60),
                 issuer: text(self.jwt_issuer),
                 audience: text(self.jwt_audience),
+                accept_legacy_until: self.jwt_accept_legacy_until.and_then(|until| until.0),
             },
             sessions: SessionSettings {
                 refresh_grace: Duration::from_secs(self.refresh_token_grace_secs),
@@ -486,6 +564,7 @@ impl SettingsArgs {
                 full_wait: Duration::from_millis(self.password_hash_queue_full_wait_ms),
             },
             request_timeout: Duration::from_secs(self.request_timeout_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             http: HttpSettings {
                 header_read_timeout: Duration::from_secs(self.http_header_read_timeout_secs),
                 idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
@@ -538,6 +617,7 @@ impl SettingsArgs {
                 retry_max: Duration::from_secs(self.mail_retry_max_secs),
             },
             admin,
+            public_base_url: self.public_base_url.clone(),
             audit_retention: (self.audit_retention_days > 0)
                 .then(|| Duration::from_secs(self.audit_retention_days * 86_400)),
         })

@@ -168,6 +168,26 @@ pub(super) fn mailbox(raw: &str) -> Result<lettre::message::Mailbox, String> {
         .map_err(|_| format!("must be an e-mail address or \"Name <address>\" (got {raw:?})"))
 }
 
+/// A path; blank is kept as an empty path, which the caller takes as unset (clap's own parser
+/// refuses an empty value).
+pub(super) fn path(raw: &str) -> Result<std::path::PathBuf, std::convert::Infallible> {
+    Ok(std::path::PathBuf::from(raw.trim()))
+}
+
+/// An optional RFC 3339 time (`2027-01-31T00:00:00Z`); blank is unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalTime(pub Option<time::OffsetDateTime>);
+
+/// Parses an [`OptionalTime`].
+pub(super) fn rfc3339(raw: &str) -> Result<OptionalTime, String> {
+    if raw.trim().is_empty() {
+        return Ok(OptionalTime(None));
+    }
+    time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339)
+        .map(|time| OptionalTime(Some(time)))
+        .map_err(|_| format!("must be an RFC 3339 time such as 2027-01-31T00:00:00Z (got {raw:?})"))
+}
+
 /// Secrets are kept wrapped from the moment they are read, so no `Debug` can print them.
 pub(super) fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))

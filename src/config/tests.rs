@@ -41,7 +41,10 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(s.database.query_timeout, Duration::from_secs(5));
     assert!(s.database.auto_migrate);
     assert!(s.jwt.secret.is_none());
-    assert_eq!(s.jwt.algorithm, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(
+        s.jwt.signing,
+        Signing::Secret(jsonwebtoken::Algorithm::HS256)
+    );
     assert_eq!(s.jwt.access_token_ttl, Duration::from_secs(1800));
     assert_eq!((s.jwt.issuer, s.jwt.audience), (None, None));
     assert_eq!(s.sessions.refresh_grace, Duration::from_secs(10));
@@ -73,7 +76,10 @@ fn an_empty_value_counts_as_unset() {
     assert_eq!(s.log_format, LogFormat::Json);
     assert!(s.database.url.is_none() && s.jwt.secret.is_none() && s.jwt.issuer.is_none());
     let spaced = settings(&[("PORT", " 9000 "), ("JWT_AUDIENCE", "  ")]).expect("valid");
-    assert_eq!(s.jwt.algorithm, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(
+        s.jwt.signing,
+        Signing::Secret(jsonwebtoken::Algorithm::HS256)
+    );
     assert_eq!((spaced.port, spaced.jwt.audience), (9000, None));
 }
 
@@ -91,7 +97,10 @@ fn values_are_read() {
         ("JWT_ISSUER", "cerego"),
     ])
     .expect("valid");
-    assert_eq!(s.jwt.algorithm, jsonwebtoken::Algorithm::HS512);
+    assert_eq!(
+        s.jwt.signing,
+        Signing::Secret(jsonwebtoken::Algorithm::HS512)
+    );
     assert!(!s.database.auto_migrate);
     assert_eq!(s.log_format, LogFormat::Pretty);
     assert_eq!(s.host.to_string(), "::1");
@@ -117,7 +126,7 @@ fn each_bad_value_names_its_variable() {
     let cases = [
         ("JWT_SECRET_KEY", "too-short"),
         ("JWT_ALGORITHM", "none"),
-        ("JWT_ALGORITHM", "RS256"),
+        ("JWT_ALGORITHM", "PS256"),
         ("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "0"),
         ("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", "1441"),
         ("BCRYPT_COST", "3"),
@@ -211,7 +220,7 @@ fn each_documented_range_is_the_enforced_one() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 27, "every numeric setting documents its range");
+    assert_eq!(checked, 29, "every numeric setting documents its range");
 }
 
 #[test]
@@ -305,4 +314,56 @@ fn the_admin_account_needs_all_three_settings_each_passing_the_sign_up_rules() {
     }
     let debug = format!("{:?}", settings(&good).expect("valid"));
     assert!(!debug.contains("quartz 8 lanterns"), "{debug}");
+}
+
+#[test]
+fn asymmetric_algorithms_need_a_keys_dir_and_hmac_refuses_one() {
+    let err = settings(&[("JWT_ALGORITHM", "EdDSA")]).expect_err("no JWT_KEYS_DIR");
+    assert_eq!(err.var, "JWT_KEYS_DIR");
+    assert!(err.to_string().contains("cerego keys generate"), "{err}");
+    let err = settings(&[("JWT_KEYS_DIR", "/etc/cerego/keys")]).expect_err("HMAC with a dir");
+    assert_eq!(err.var, "JWT_KEYS_DIR");
+    for (name, algorithm) in [
+        ("EdDSA", jsonwebtoken::Algorithm::EdDSA),
+        ("ES256", jsonwebtoken::Algorithm::ES256),
+        ("RS256", jsonwebtoken::Algorithm::RS256),
+    ] {
+        let s = settings(&[("JWT_ALGORITHM", name), ("JWT_KEYS_DIR", "/keys")]).expect(name);
+        assert_eq!(
+            s.jwt.signing,
+            Signing::KeysDir {
+                algorithm,
+                dir: "/keys".into()
+            }
+        );
+    }
+}
+
+#[test]
+fn the_legacy_cut_over_is_an_rfc_3339_time_or_unset() {
+    let s = settings(&[]).expect("defaults");
+    assert_eq!(s.jwt.accept_legacy_until, None);
+    let s = settings(&[("JWT_ACCEPT_LEGACY_UNTIL", "2027-01-31T12:00:00+01:00")]).expect("valid");
+    assert_eq!(
+        s.jwt.accept_legacy_until,
+        Some(time::macros::datetime!(2027-01-31 11:00:00 UTC))
+    );
+    for bad in ["tomorrow", "2027-01-31", "1700000000"] {
+        let err = settings(&[("JWT_ACCEPT_LEGACY_UNTIL", bad)]).expect_err(bad);
+        assert_eq!(err.var, "JWT_ACCEPT_LEGACY_UNTIL");
+    }
+}
+
+#[test]
+fn shutdown_grace_and_the_statement_cache_have_their_defaults() {
+    let s = settings(&[]).expect("defaults");
+    assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(s.database.statement_cache_capacity, 100);
+    let s = settings(&[
+        ("SHUTDOWN_GRACE_SECS", "5"),
+        ("DATABASE_STATEMENT_CACHE_CAPACITY", "0"),
+    ])
+    .expect("valid");
+    assert_eq!(s.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(s.database.statement_cache_capacity, 0);
 }

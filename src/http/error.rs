@@ -196,6 +196,11 @@ impl From<AuthError> for ApiError {
 }
 
 impl ApiError {
+    /// Whether this is a 401.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. })
+    }
+
     /// 401 with `detail` and the plain `Bearer` challenge.
     pub fn unauthorized(detail: &'static str) -> Self {
         Self::Unauthorized {

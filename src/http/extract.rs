@@ -13,7 +13,7 @@ use super::AppState;
 use super::client_ip::ClientIp;
 use super::error::{ApiError, BAD_TOKEN, FieldError, NOT_ENOUGH_PERMISSIONS};
 use super::rate_limit::VerifiedToken;
-use crate::auth::ClientInfo;
+use crate::auth::{AuthError, ClientInfo};
 use crate::domain::{FieldRule, Permission, Permissions, SessionId, User};
 
 mod params;
@@ -334,6 +334,40 @@ where
             session: found.session,
             permissions: found.permissions,
         })
+    }
+}
+
+/// The caller of `GET /auth/me`: the user of an active session, as [`CurrentUser`] finds it, or,
+/// until `JWT_ACCEPT_LEGACY_UNTIL`, the user a token of the FastAPI system names (no session;
+/// see [`crate::auth::tokens::TokenKeys::verify_legacy`]). A token that is neither gets the
+/// refusal [`CurrentUser`] would give.
+#[derive(Debug)]
+pub struct MeCaller(pub User);
+
+impl<S> FromRequestParts<S> for MeCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let refused = match CurrentUser::from_request_parts(parts, state).await {
+            Ok(current) => return Ok(Self(current.user)),
+            Err(refused) => refused,
+        };
+        let app = AppState::from_ref(state);
+        let Some(token) = bearer_token(&parts.headers)
+            .filter(|_| app.auth.accepts_legacy_tokens() && refused.is_unauthorized())
+        else {
+            return Err(refused);
+        };
+        match app.auth.authenticate_legacy(token).await {
+            Ok(user) => Ok(Self(user)),
+            // Not a legacy token either: the refusal a cerego token gets.
+            Err(AuthError::InvalidToken(_)) => Err(refused),
+            Err(err) => Err(err.into()),
+        }
     }
 }
 

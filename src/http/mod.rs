@@ -37,6 +37,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Rate limits and the login throttle (the same one the auth service holds).
     pub limiter: Arc<Limiter>,
+    /// The JWK set and discovery document; `None` under HMAC (both routes answer 404).
+    pub discovery: Option<Arc<routes::discovery::Discovery>>,
 }
 
 /// Every API route, each registered together with its OpenAPI description.
@@ -79,6 +81,8 @@ pub fn api() -> OpenApiRouter<AppState> {
             routes::admin::roles::delete_role
         ))
         .routes(routes!(routes::admin::audit::list_audit_events))
+        .routes(routes!(routes::discovery::jwks))
+        .routes(routes!(routes::discovery::openid_configuration))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::metrics::metrics))

@@ -87,6 +87,8 @@ pub struct ValidationError {
             and the account's security events"),
         (name = "admin", description = "Accounts, roles and the audit trail; each operation requires the \
             permission its OAuth2 scope names"),
+        (name = "discovery", description = "Public signing keys and the discovery document, for services \
+            that verify cerego's tokens themselves (EdDSA, ES256 or RS256 only)"),
         (name = "operations", description = "Health, readiness and metrics")
     ),
     components(schemas(

@@ -74,6 +74,7 @@ async fn fixture(
         acquire_timeout: Duration::from_secs(3),
         auto_migrate: true,
         query_timeout: Duration::from_secs(5),
+        statement_cache_capacity: 100,
     };
     let (db, _) = store::connect(&settings).expect("connect");
     store::migrate(&db).await.expect("migrate");

@@ -56,8 +56,13 @@ fn open(settings: &DatabaseSettings, create: bool) -> anyhow::Result<(Db, Option
                 .options([
                     ("statement_timeout", statement_timeout),
                     ("idle_in_transaction_session_timeout", idle_in_transaction),
-                ]);
-            let pool = Pool::build(options, max_size(settings), deadlines(settings), "postgres")?;
+                ])
+                // 0: every query is an unnamed statement, parsed again each time and run in a
+                // transaction (see `Pool::with_pg`), which PgBouncer's transaction pooling can
+                // carry without max_prepared_statements.
+                .statement_cache_capacity(settings.statement_cache_capacity);
+            let pool = Pool::build(options, max_size(settings), deadlines(settings), "postgres")?
+                .pinning_statements(settings.statement_cache_capacity == 0);
             Ok((Db::Postgres(pool), None))
         }
         Some(url) => {

@@ -63,7 +63,7 @@ macro_rules! dispatch {
     ($db:expr, $conn:ident => $body:expr) => {
         match $db {
             $crate::store::Db::Postgres(pool) => {
-                pool.with_conn(async |$conn: &mut sqlx::PgConnection| $body)
+                pool.with_pg(async |$conn: &mut sqlx::PgConnection| $body)
                     .await
             }
             $crate::store::Db::Sqlite(pool, _) => {
@@ -194,6 +194,7 @@ pub(crate) async fn test_database() -> (tempfile::TempDir, Db) {
         acquire_timeout: Duration::from_secs(3),
         auto_migrate: true,
         query_timeout: Duration::from_secs(5),
+        statement_cache_capacity: 100,
     };
     let (db, _) = connect(&settings).expect("a pool");
     migrate(&db).await.expect("migrations");

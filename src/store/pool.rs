@@ -71,6 +71,9 @@ pub struct Pool<C: Connection> {
     deadlines: Deadlines,
     database: &'static str,
     outage: Arc<OutageLog>,
+    /// PostgreSQL without a statement cache: every use runs in a transaction (see
+    /// [`Pool::with_pg`]).
+    pin_statements: bool,
 }
 
 impl<C: Connection> Clone for Pool<C> {
@@ -80,6 +83,7 @@ impl<C: Connection> Clone for Pool<C> {
             deadlines: self.deadlines,
             database: self.database,
             outage: self.outage.clone(),
+            pin_statements: self.pin_statements,
         }
     }
 }
@@ -144,7 +148,14 @@ impl<C: Connection> Pool<C> {
             deadlines,
             database,
             outage: Arc::new(OutageLog::default()),
+            pin_statements: false,
         })
+    }
+
+    /// With `pin`, every [`Pool::with_pg`] use runs inside a transaction.
+    pub fn pinning_statements(mut self, pin: bool) -> Self {
+        self.pin_statements = pin;
+        self
     }
 
     /// Runs `body` on a connection, within the [`Deadlines`]. The connection counts as settled
@@ -271,5 +282,29 @@ impl<C: Connection> Pool<C> {
             // A connection that cannot say goodbye is dropped all the same.
             let _ = conn.raw.close().await;
         }
+    }
+}
+
+impl Pool<sqlx::PgConnection> {
+    /// [`Pool::with_conn`] for PostgreSQL. With pinned statements (no statement cache, for a
+    /// transaction-pooling PgBouncer without `max_prepared_statements`), `body` runs inside a
+    /// transaction of its own: sqlx parses an unnamed statement and binds it in two exchanges,
+    /// and only an open transaction keeps the pooler from handing the second to another server
+    /// connection, which never saw the first. A transaction `body` begins itself becomes a
+    /// savepoint inside it.
+    pub async fn with_pg<T, F>(&self, body: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error>,
+    {
+        if !self.pin_statements {
+            return self.with_conn(body).await;
+        }
+        self.with_conn(async |conn: &mut sqlx::PgConnection| {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            let out = body(&mut tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
     }
 }

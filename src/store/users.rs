@@ -160,6 +160,17 @@ impl Db {
         self.credentials(SQL, email.as_str()).await
     }
 
+    /// Credentials of the account whose stored e-mail address is `email` as written
+    /// (case-insensitive), without the sign-up rules' normalisation: for subjects of tokens the
+    /// FastAPI system minted, which name its rows as they were stored.
+    pub async fn credentials_by_stored_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<StoredCredentials>, StoreError> {
+        const SQL: &str = concat!(credential_columns!(), " WHERE lower(email) = lower($1)");
+        self.credentials(SQL, email).await
+    }
+
     /// Login credentials for the account with this username (case-insensitive).
     pub async fn credentials_by_username(
         &self,

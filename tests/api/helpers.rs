@@ -256,13 +256,15 @@ pub fn test_settings(url: &str) -> Settings {
             acquire_timeout: Duration::from_secs(2),
             auto_migrate: true,
             query_timeout: Duration::from_secs(5),
+            statement_cache_capacity: 100,
         },
         jwt: JwtSettings {
             secret: Some(SecretString::from(TEST_SECRET)),
-            algorithm: jsonwebtoken::Algorithm::HS256,
+            signing: cerego::config::Signing::Secret(jsonwebtoken::Algorithm::HS256),
             access_token_ttl: Duration::from_secs(30 * 60),
             issuer: None,
             audience: None,
+            accept_legacy_until: None,
         },
         sessions: SessionSettings {
             refresh_grace: Duration::from_secs(10),
@@ -276,6 +278,7 @@ pub fn test_settings(url: &str) -> Settings {
             full_wait: std::time::Duration::from_millis(250),
         },
         request_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(30),
         http: cerego::config::HttpSettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -302,6 +305,7 @@ pub fn test_settings(url: &str) -> Settings {
             retry_max: Duration::from_secs(1),
         },
         admin: None,
+        public_base_url: "http://localhost:8000".to_owned(),
         audit_retention: Some(Duration::from_secs(365 * 86_400)),
     }
 }

@@ -5,10 +5,11 @@ use super::*;
 fn settings() -> JwtSettings {
     JwtSettings {
         secret: None,
-        algorithm: jsonwebtoken::Algorithm::HS256,
+        signing: crate::config::Signing::Secret(jsonwebtoken::Algorithm::HS256),
         access_token_ttl: Duration::from_secs(1800),
         issuer: None,
         audience: None,
+        accept_legacy_until: None,
     }
 }
 
@@ -22,7 +23,7 @@ fn now() -> i64 {
 
 #[test]
 fn an_issued_token_verifies_to_its_user_and_session() {
-    let keys = TokenKeys::new(&settings(), &secret());
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
     let token = keys
         .issue(UserId::new(42), SessionId::new(7), "j", now(), now(), &[])
         .expect("sign");
@@ -36,7 +37,7 @@ fn an_issued_token_verifies_to_its_user_and_session() {
 
 #[test]
 fn issuing_is_deterministic() {
-    let keys = TokenKeys::new(&settings(), &secret());
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
     let at = now();
     let a = keys
         .issue(UserId::new(1), SessionId::new(2), "j", at, at, &[])
@@ -49,8 +50,8 @@ fn issuing_is_deterministic() {
 
 #[test]
 fn another_key_or_issuer_is_refused() {
-    let keys = TokenKeys::new(&settings(), &secret());
-    let other = TokenKeys::new(&settings(), &SecretString::from("x".repeat(32)));
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
+    let other = TokenKeys::new(&settings(), &SecretString::from("x".repeat(32))).expect("keys");
     let (user, session) = (UserId::new(1), SessionId::new(1));
     let token = other
         .issue(user, session, "j", now(), now(), &[])
@@ -60,7 +61,7 @@ fn another_key_or_issuer_is_refused() {
     let mut with_iss = settings();
     with_iss.issuer = Some("cerego".into());
     with_iss.audience = Some("learners".into());
-    let strict = TokenKeys::new(&with_iss, &secret());
+    let strict = TokenKeys::new(&with_iss, &secret()).expect("keys");
     let plain = keys
         .issue(user, session, "j", now(), now(), &[])
         .expect("sign");
@@ -73,7 +74,7 @@ fn another_key_or_issuer_is_refused() {
 
 #[test]
 fn refresh_tokens_are_prefixed_random_and_rotate_deterministically() {
-    let keys = TokenKeys::new(&settings(), &secret());
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
     let a = RefreshToken::generate().expect("random");
     let b = RefreshToken::generate().expect("random");
     assert!(a.expose().starts_with(REFRESH_PREFIX));
@@ -107,7 +108,7 @@ fn hs256() -> serde_json::Value {
 }
 
 fn rejection(token: &str, now: i64) -> Option<TokenRejection> {
-    let keys = TokenKeys::new(&settings(), &secret());
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
     keys.verify(token, now).err().map(|err| err.kind)
 }
 
@@ -121,7 +122,7 @@ fn a_hand_signed_token_is_accepted_so_the_refusals_below_mean_something() {
 
 #[test]
 fn expiry_is_judged_by_the_given_clock_with_the_leeway() {
-    let keys = TokenKeys::new(&settings(), &secret());
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
     let at = 1_000_000_000; // 2001: the system clock would call this long expired
     let token = keys
         .issue(UserId::new(1), SessionId::new(1), "j", at, at, &[])
@@ -289,7 +290,7 @@ fn oversized_and_malformed_tokens_are_refused() {
 
 #[test]
 fn the_roles_claim_lists_the_roles_given_and_verifying_ignores_it() {
-    let keys = TokenKeys::new(&settings(), &secret());
+    let keys = TokenKeys::new(&settings(), &secret()).expect("keys");
     let roles = [RoleName::admin(), RoleName::user()];
     let token = keys
         .issue(UserId::new(3), SessionId::new(4), "j", now(), now(), &roles)

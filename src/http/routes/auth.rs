@@ -15,7 +15,7 @@ use crate::auth::{ClientInfo, LoginName, Tokens};
 use crate::domain::{Email, NewPassword, NewUser, User, Username};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::extract::{CurrentUser, JsonFields, JsonOrFormFields, check};
+use crate::http::extract::{JsonFields, JsonOrFormFields, MeCaller, check};
 use crate::http::openapi::{ErrorDetail, ValidationError};
 use crate::http::rate_limit::{self, Checked};
 use crate::http::timestamp;
@@ -300,6 +300,6 @@ pub async fn login(
             example = json!({ "detail": "Service unavailable" })),
     )
 )]
-pub async fn me(current: CurrentUser) -> Json<UserResponse> {
-    Json(current.user.into())
+pub async fn me(MeCaller(user): MeCaller) -> Json<UserResponse> {
+    Json(user.into())
 }

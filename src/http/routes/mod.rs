@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod discovery;
 pub mod docs;
 pub mod email;
 pub mod health;
