@@ -224,6 +224,20 @@ impl Replica {
         signal(self.child.as_ref().expect("running").id(), "TERM");
     }
 
+    /// A `SIGTERM` ready to go: a shell already waiting to send it (its `kill` is a built-in)
+    /// the moment [`PrimedSignal::fire`] writes it a line, so that the signal follows what the
+    /// test did just before by microseconds, not by the milliseconds it takes to start `kill`
+    /// from a large test process.
+    pub(crate) fn primed_terminate(&self) -> PrimedSignal {
+        let pid = self.child.as_ref().expect("running").id();
+        let shell = Command::new("sh")
+            .args(["-c", &format!("read _ && kill -TERM {pid}")])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        PrimedSignal(shell)
+    }
+
     /// Waits (bounded by `most`) for the process to exit and returns its status.
     pub(crate) async fn exited(&mut self, most: Duration) -> ExitStatus {
         let deadline = Instant::now() + most;
@@ -276,6 +290,21 @@ impl Drop for Replica {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A signal a shell is waiting to send: [`Replica::primed_terminate`].
+pub(crate) struct PrimedSignal(Child);
+
+impl PrimedSignal {
+    pub(crate) fn fire(mut self) {
+        self.0
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"\n")
+            .expect("wake the shell");
+        assert!(self.0.wait().expect("sh").success(), "kill -TERM");
     }
 }
 

@@ -329,3 +329,81 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         );
     }
 }
+
+/// What a rolling restart relies on, without a balancer's luck: requests a replica has been sent
+/// in full before SIGTERM (waiting in its accept queue, or on connections it has accepted but not
+/// read yet) are all answered before it exits. Each round opens connections, sends a login on
+/// every one, then signals; the replica is started again on its port for the next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_before_sigterm_are_all_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ROUNDS: usize = 5;
+    const CONNECTIONS: usize = 16;
+    if !prerequisites() {
+        return;
+    }
+    let db = crate::helpers::TestDb::create(crate::helpers::Backend::Postgres).await;
+    let mut env = super::shared_env(&db.url(), &super::fresh_secret());
+    env.push((
+        "RATE_LIMIT_LOGIN_IP".to_owned(),
+        "1000000/second".to_owned(),
+    ));
+    env.push((
+        "RATE_LIMIT_LOGIN_ACCOUNT".to_owned(),
+        "1000000/second".to_owned(),
+    ));
+    let mut replica = super::Replica::spawn("replica", super::free_port(), env);
+    let client = super::client();
+    replica.ready(&client).await;
+    // An account per connection: concurrent logins of one account meet its login throttle
+    // (attempts in flight count as failures until they succeed).
+    let mut requests = Vec::new();
+    for i in 0..CONNECTIONS {
+        let name = format!("drain{i}");
+        sign_up(&client, &replica.url(""), &name).await;
+        let body = json!({ "username": name, "password": GOOD_PASSWORD }).to_string();
+        requests.push(format!(
+            "POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    let mut unanswered = Vec::new();
+    for round in 0..ROUNDS {
+        let signal = replica.primed_terminate();
+        let mut connections = Vec::new();
+        for request in &requests {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", replica.port))
+                .await
+                .expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("send");
+            connections.push(stream);
+        }
+        signal.fire();
+        for (i, mut stream) in connections.into_iter().enumerate() {
+            let mut answer = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+                    .await
+                    .expect("an answer or a close within 30 s");
+            let answer = String::from_utf8_lossy(&answer);
+            if read.is_err() || !answer.starts_with("HTTP/1.1 200 ") {
+                unanswered.push(format!(
+                    "round {round}, connection {i}: {read:?}, {:?}",
+                    answer.lines().next().unwrap_or("(nothing)")
+                ));
+            }
+        }
+        let status = replica.exited(Duration::from_secs(20)).await;
+        assert!(status.success(), "exit after SIGTERM: {status}");
+        replica.start_again();
+        replica.ready(&client).await;
+    }
+    assert!(
+        unanswered.is_empty(),
+        "{} of {} requests sent before SIGTERM were not answered 200: {unanswered:#?}",
+        unanswered.len(),
+        ROUNDS * CONNECTIONS
+    );
+}
