@@ -38,6 +38,8 @@ pub struct App {
     limiter: Arc<Limiter>,
     mailer: Arc<Mailer>,
     clock: Arc<dyn Clock>,
+    readiness: Readiness,
+    shutdown_grace: Duration,
 }
 
 impl App {
@@ -117,10 +119,11 @@ impl App {
                 "signing access tokens"
             );
         }
+        let readiness = Readiness::new(db.clone(), settings.database.acquire_timeout);
         let state = AppState {
             auth: auth.clone(),
             metrics: metrics.clone(),
-            readiness: Readiness::new(db.clone(), settings.database.acquire_timeout),
+            readiness: readiness.clone(),
             limiter: limiter.clone(),
             discovery,
         };
@@ -151,6 +154,8 @@ impl App {
             limiter,
             mailer,
             clock,
+            readiness,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -178,11 +183,18 @@ impl App {
             self.db.clone(),
             self.clock.clone(),
         ));
+        let readiness = self.readiness.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // /readyz answers 503 from now on, on connections still open.
+            readiness.drain();
+        };
         serve::serve(
             self.listener,
             self.router,
             self.connections,
             self.metrics,
+            self.shutdown_grace,
             shutdown,
         )
         .await;

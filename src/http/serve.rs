@@ -13,6 +13,16 @@
 //! - At `HTTP_MAX_CONNECTIONS` open connections the loop stops accepting, so new ones wait in
 //!   the kernel's listen backlog until a connection closes (the timeouts above guarantee one
 //!   does); the cap is lowered to fit the open-file limit, which is raised to its hard limit.
+//!
+//! Shutdown drains, so that a rolling restart behind a load balancer fails no request:
+//! 1. the connections the kernel has already queued are accepted (a balancer has sent them a
+//!    request, and closing the listener would reset them), then the listener is closed, so new
+//!    connections are refused and the balancer sends them to another replica;
+//! 2. every open connection finishes the request it is on (answered with `Connection: close`);
+//!    an idle keep-alive connection is closed, and one that was accepted but has not yet sent
+//!    its first byte is given the time to send one request (its header deadline) rather than
+//!    being closed under it;
+//! 3. after `SHUTDOWN_GRACE_SECS`, whatever is still open is closed, and `serve` returns.
 
 mod io;
 mod service;
@@ -24,7 +34,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use self::io::{ConnIo, ConnState, Phase};
@@ -45,6 +55,9 @@ pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Most header fields in a request; more get 431.
 const MAX_HEADERS: usize = 100;
+
+/// How often a draining connection that has not sent its first byte is looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Deadlines and the cap that the serve loop applies to connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,13 +111,24 @@ struct Shared {
     header_timeouts_log: Every,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes; then stops accepting, lets every
-/// request in flight finish and returns once all connections are closed.
+/// What the serve loop tells its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Serving,
+    /// Finish the request in flight, then close.
+    Draining,
+    /// The grace period is over: close now.
+    Closing,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then drains (see the module
+/// comment) for at most `grace` and returns once every connection is closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
+    grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let shared = Arc::new(Shared {
@@ -114,7 +138,7 @@ pub async fn serve(
         header_timeouts_log: Every::new(Duration::from_secs(10)),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let (stop, stopping) = watch::channel(false);
+    let (stop, stopping) = watch::channel(Stop::Serving);
     let (all_closed, open) = watch::channel(());
     let (cap_log, accept_error_log) = (
         Every::new(Duration::from_secs(60)),
@@ -159,36 +183,103 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let conn = Spawner {
+            builder: &builder,
+            shared: &shared,
+            stopping: &stopping,
+            open: &open,
+        };
+        conn.spawn(stream, peer, slot);
+    }
+    // Take what the kernel has queued before closing the listener, which would reset it. These
+    // connections are served like the others: each may send its request and gets its answer.
+    let queued = match listener.into_std() {
+        Ok(listener) => {
+            let mut queued = 0usize;
+            while let Ok(slot) = slots.clone().try_acquire_owned() {
+                let Ok((stream, peer)) = listener.accept() else {
+                    break; // WouldBlock: the queue is empty (or an error: nothing to take)
+                };
+                let Ok(stream) = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream))
+                else {
+                    continue;
+                };
+                Spawner {
+                    builder: &builder,
+                    shared: &shared,
+                    stopping: &stopping,
+                    open: &open,
+                }
+                .spawn(stream, peer, slot);
+                queued += 1;
+            }
+            queued
+        }
+        Err(_) => 0,
+    };
+    // Dropped here: new connections are refused from now on.
+    let _ = stop.send(Stop::Draining);
+    drop(open);
+    let in_flight = limits.max_connections - slots.available_permits();
+    tracing::info!(
+        open_connections = in_flight,
+        queued_connections_taken = queued,
+        grace_secs = grace.as_secs(),
+        "stopped accepting; finishing requests in flight"
+    );
+    if tokio::time::timeout(grace, all_closed.closed())
+        .await
+        .is_err()
+    {
+        let still_open = limits.max_connections - slots.available_permits();
+        tracing::warn!(
+            still_open,
+            "SHUTDOWN_GRACE_SECS is over: closing the connections still open"
+        );
+        let _ = stop.send(Stop::Closing);
+        all_closed.closed().await;
+    }
+}
+
+/// Starts the task of one accepted connection.
+struct Spawner<'a> {
+    builder: &'a http1::Builder,
+    shared: &'a Arc<Shared>,
+    stopping: &'a watch::Receiver<Stop>,
+    open: &'a watch::Receiver<()>,
+}
+
+impl Spawner<'_> {
+    fn spawn(self, stream: TcpStream, peer: std::net::SocketAddr, slot: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let state = Arc::new(ConnState::new());
         let service = ConnService {
-            router: shared.router.clone(),
+            router: self.shared.router.clone(),
             peer,
             state: state.clone(),
         };
-        let conn =
-            builder.serve_connection(TokioIo::new(ConnIo::new(stream, state.clone())), service);
-        shared.metrics.record_connections_open(1);
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(ConnIo::new(stream, state.clone())), service);
+        self.shared.metrics.record_connections_open(1);
         let task = Connection {
-            shared: shared.clone(),
+            shared: self.shared.clone(),
             state,
-            stopping: stopping.clone(),
-            _open: open.clone(),
+            stopping: self.stopping.clone(),
+            _open: self.open.clone(),
             _slot: slot,
         };
         tokio::spawn(task.run(conn));
     }
-    drop(listener);
-    let _ = stop.send(true);
-    drop(open);
-    all_closed.closed().await;
 }
 
 /// One connection's task: the hyper connection under its deadlines.
 struct Connection {
     shared: Arc<Shared>,
     state: Arc<ConnState>,
-    stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<Stop>,
     /// Held until the connection closes: shutdown waits for every one to be dropped.
     _open: watch::Receiver<()>,
     _slot: OwnedSemaphorePermit,
@@ -217,8 +308,14 @@ impl Connection {
             .min(self.shared.limits.idle_timeout);
         let check = tokio::time::sleep(step);
         tokio::pin!(check);
-        let mut shutting_down = false;
+        // Draining: `graceful_shutdown` once the connection has a request (see `awaits_first`).
+        let mut draining = false;
+        let mut shut = false;
         let closed_for = loop {
+            if draining && !shut && !self.awaits_first_request() {
+                shut = true;
+                conn.as_mut().graceful_shutdown();
+            }
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(err) = result {
@@ -229,14 +326,24 @@ impl Connection {
                 () = check.as_mut() => match self.overdue() {
                     Ok(reason) => break Some(reason),
                     Err(deadline) => {
+                        // While a drained connection waits for its first byte, look often.
+                        let step = if draining && !shut { DRAIN_POLL } else { step };
                         let next = Instant::now() + step;
                         let at = deadline.map_or(next, |deadline| deadline.min(next));
                         check.as_mut().reset(at.into());
                     }
                 },
-                _ = self.stopping.changed(), if !shutting_down => {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
+                changed = self.stopping.changed() => {
+                    let stop = if changed.is_ok() { *self.stopping.borrow_and_update() } else { Stop::Closing };
+                    match stop {
+                        Stop::Serving => {}
+                        Stop::Draining => {
+                            draining = true;
+                            self.state.close_after_request();
+                            check.as_mut().reset((Instant::now() + DRAIN_POLL).into());
+                        }
+                        Stop::Closing => break None,
+                    }
                 }
             }
         };
@@ -256,6 +363,15 @@ impl Connection {
             }
             None => {}
         }
+    }
+
+    /// Whether the connection was accepted but has not sent a byte yet. hyper's
+    /// `graceful_shutdown` closes such a connection at once, while the client (a load
+    /// balancer that connected just before the listener closed) may be sending its request:
+    /// closed under it, a POST could not be retried elsewhere. It keeps its header deadline.
+    fn awaits_first_request(&self) -> bool {
+        let (phase, _, served) = self.state.phase();
+        phase == Phase::Idle && !served
     }
 
     /// The reason to close the connection now, or its next deadline (none while serving).

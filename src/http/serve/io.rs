@@ -46,6 +46,7 @@ struct Activity {
 pub(super) struct ConnState {
     activity: Mutex<Activity>,
     both_lengths: AtomicBool,
+    closing: AtomicBool,
 }
 
 impl ConnState {
@@ -57,7 +58,18 @@ impl ConnState {
                 served: false,
             }),
             both_lengths: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// The server is draining: this connection closes after its current request.
+    pub(super) fn close_after_request(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Self::close_after_request`] was called.
+    pub(super) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {

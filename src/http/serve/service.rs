@@ -57,8 +57,16 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         }
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let router = self.router.clone();
+        let state = self.state.clone();
         Box::pin(async move {
-            let Ok(response) = router.oneshot(req).await;
+            let Ok(mut response) = router.oneshot(req).await;
+            if state.closing() {
+                // The server is shutting down and closes this connection after the response:
+                // said so, the client does not send another request on it.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| ResponseBody { body, _done: done }))
         })
     }
