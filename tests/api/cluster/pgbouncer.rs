@@ -4,10 +4,14 @@
 //!
 //! The migrations do not go through PgBouncer (they hold a session advisory lock and change
 //! session settings, which transaction pooling cannot keep): `cerego migrate` runs against
-//! PostgreSQL first, then the replicas start with `DATABASE_AUTO_MIGRATE=false`. PgBouncer before
-//! 1.21 (Debian bookworm ships 1.18) cannot keep named prepared statements across transactions:
-//! there the replicas run with `DATABASE_STATEMENT_CACHE_CAPACITY=0`; from 1.21 PgBouncer runs with
-//! `max_prepared_statements` and the replicas keep their statement cache.
+//! PostgreSQL first, then the replicas start with `DATABASE_AUTO_MIGRATE=false`. The rest is
+//! docs/deployment.md's PgBouncer section: before 1.21 (Debian bookworm ships 1.18) PgBouncer has
+//! no prepared-statement support, so the replicas run with `DATABASE_STATEMENT_CACHE_CAPACITY=0`
+//! and PgBouncer resets each server connection after every transaction (`DEALLOCATE ALL`, in
+//! every pooling mode: the driver still names its statements); from 1.21 PgBouncer runs with
+//! `max_prepared_statements = 200` and the replicas keep their statement cache. The timeouts
+//! cerego sends in the `options` start-up parameter, which PgBouncer must ignore, are set on the
+//! database instead.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -68,7 +72,7 @@ impl PgBouncer {
         // extra_float_digits and, from cerego, `options` (statement_timeout and
         // idle_in_transaction_session_timeout): PgBouncer refuses unknown startup parameters
         // unless told to ignore them, and ignoring `options` drops those two timeouts, which a
-        // deployment then sets on the role or database (ALTER ROLE … SET).
+        // deployment then sets on the role or database (the test: on its database).
         let config = format!(
             "[databases]\n\
              * = {server}\n\
@@ -87,9 +91,9 @@ impl PgBouncer {
              pidfile = {d}/pgbouncer.pid\n\
              {}",
             if prepared_statements {
-                "max_prepared_statements = 100\n"
+                "max_prepared_statements = 200\n"
             } else {
-                ""
+                "server_reset_query = DEALLOCATE ALL\nserver_reset_query_always = 1\n"
             }
         );
         std::fs::write(dir.path().join("pgbouncer.ini"), config).expect("pgbouncer.ini");
@@ -239,7 +243,31 @@ async fn the_core_flows_work_through_pgbouncer_in_transaction_mode() {
         String::from_utf8_lossy(&migrate.stderr)
     );
 
+    // The two timeouts PgBouncer cannot pass on, as the runbook sets them (on the database here,
+    // not on the role, which other tests share).
+    db.run_sql(&format!(
+        "ALTER DATABASE {database} SET statement_timeout = '5s'; \
+         ALTER DATABASE {database} SET idle_in_transaction_session_timeout = '5500ms'"
+    ))
+    .await;
+
     let bouncer = PgBouncer::start(&postgres, prepared_statements);
+    let mut through = sqlx::PgConnection::connect(&bouncer.url_for(&postgres))
+        .await
+        .unwrap_or_else(|e| panic!("through PgBouncer: {e}\n{}", bouncer.log()));
+    for (setting, value) in [
+        ("statement_timeout", "5s"),
+        ("idle_in_transaction_session_timeout", "5500ms"),
+    ] {
+        // The simple protocol: one exchange, one server connection.
+        let shown: String = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&mut through)
+            .await
+            .expect("SHOW")
+            .get(0);
+        assert_eq!(shown, value, "{setting} on PgBouncer's server connections");
+    }
+    let _ = through.close().await;
     let mut env = shared_env(&bouncer.url_for(&postgres), &fresh_secret());
     for (key, value) in [
         ("DATABASE_AUTO_MIGRATE", "false"),
