@@ -480,7 +480,13 @@ pub fn generate(algorithm: KeyAlgorithm, dir: &Path) -> anyhow::Result<Generated
             let mut seed = secrecy::zeroize::Zeroizing::new([0u8; 32]);
             getrandom::fill(seed.as_mut())
                 .map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
-            ed25519_dalek::SigningKey::from_bytes(&seed).to_pkcs8_pem(LineEnding::LF)
+            // PKCS#8 v1 (RFC 8410 §7: no public key attached), which OpenSSL 3.0 and Python's
+            // cryptography read; ed25519-dalek's own encoding is v2, which they refuse.
+            ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: *seed,
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF)
         }
         KeyAlgorithm::Es256 => {
             p256::SecretKey::random(&mut rand_core::OsRng).to_pkcs8_pem(LineEnding::LF)

@@ -182,3 +182,46 @@ fn other_files_and_hidden_ones_are_skipped() {
     let keys = KeySet::load(dir.path(), KeyAlgorithm::EdDsa).expect("loads");
     assert_eq!(keys.kids().collect::<Vec<_>>(), [key.kid.as_str()]);
 }
+
+#[test]
+fn generated_keys_are_read_by_openssl() {
+    // An independent reader of PKCS#8 (OpenSSL 3.0 refuses the v2 form of Ed25519 keys).
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+            "CI is set but openssl is missing"
+        );
+        eprintln!("SKIPPED: openssl is missing");
+        return;
+    }
+    for algorithm in [
+        KeyAlgorithm::EdDsa,
+        KeyAlgorithm::Es256,
+        KeyAlgorithm::Rs256,
+    ] {
+        let dir = dir();
+        let key = generate(algorithm, dir.path()).expect("a key");
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key.path)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{algorithm:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The public half OpenSSL derives is the same key.
+        std::fs::write(dir.path().join("public.pem"), &out.stdout).expect("write");
+        std::fs::remove_file(&key.path).expect("remove the private key");
+        let elsewhere = self::dir();
+        let signer = generate(algorithm, elsewhere.path()).expect("a signer");
+        std::fs::copy(&signer.path, dir.path().join("signer.pem")).expect("copy");
+        let keys = KeySet::load(dir.path(), algorithm).expect("loads");
+        assert!(keys.decoding_key(&key.kid).is_some(), "{algorithm:?}");
+    }
+}

@@ -96,17 +96,15 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     path = "/.well-known/openid-configuration",
     tag = "discovery",
     summary = "Discovery document",
-    description = "A minimal OpenID Provider metadata document (OpenID Connect Discovery 1.0): \
-        `issuer` (`JWT_ISSUER`, else `PUBLIC_BASE_URL`), `jwks_uri`, `token_endpoint` (the login) \
-        and the signing algorithm. 404 under the HMAC algorithms.",
+    description = "A minimal OpenID Provider metadata document (OpenID Connect Discovery 1.0), \
+        a JSON object with `issuer` (`JWT_ISSUER`, else `PUBLIC_BASE_URL`), `jwks_uri` \
+        (`{PUBLIC_BASE_URL}/.well-known/jwks.json`), `token_endpoint` \
+        (`{PUBLIC_BASE_URL}/auth/login`), `id_token_signing_alg_values_supported` (the one \
+        `JWT_ALGORITHM`) and `subject_types_supported` (`[\"public\"]`). 404 under the HMAC \
+        algorithms.",
     responses(
         (status = 200, description = "The discovery document", content_type = "application/json",
-            headers(("cache-control" = String, description = "`public, max-age=300`")),
-            example = json!({ "issuer": "https://auth.example.com",
-                "jwks_uri": "https://auth.example.com/.well-known/jwks.json",
-                "token_endpoint": "https://auth.example.com/auth/login",
-                "id_token_signing_alg_values_supported": ["EdDSA"],
-                "subject_types_supported": ["public"] })),
+            headers(("cache-control" = String, description = "`public, max-age=300`"))),
         (status = 404, description = "Tokens are signed with HMAC: nothing to discover", body = ErrorDetail,
             example = json!({ "detail": "Not Found" })),
     )
