@@ -19,6 +19,7 @@ mod audit_recovery;
 mod authorization;
 mod bootstrap;
 mod client_ip;
+mod cluster;
 mod commands;
 mod connections;
 mod create_admin;
