@@ -7,8 +7,9 @@
 //! PostgreSQL first, then the replicas start with `DATABASE_AUTO_MIGRATE=false`. The rest is
 //! docs/deployment.md's PgBouncer section: before 1.21 (Debian bookworm ships 1.18) PgBouncer has
 //! no prepared-statement support, so the replicas run with `DATABASE_STATEMENT_CACHE_CAPACITY=0`
-//! and PgBouncer resets each server connection after every transaction (`DEALLOCATE ALL`, in
-//! every pooling mode: the driver still names its statements); from 1.21 PgBouncer runs with
+//! (every use in a transaction that starts by dropping the server connection's prepared
+//! statements: the driver still names its statements), and PgBouncer needs nothing more; from
+//! 1.21 PgBouncer runs with
 //! `max_prepared_statements = 200` and the replicas keep their statement cache. The timeouts
 //! cerego sends in the `options` start-up parameter, which PgBouncer must ignore, are set on the
 //! database instead.
@@ -93,7 +94,8 @@ impl PgBouncer {
             if prepared_statements {
                 "max_prepared_statements = 200\n"
             } else {
-                "server_reset_query = DEALLOCATE ALL\nserver_reset_query_always = 1\n"
+                // Nothing more: cerego cleans each server connection it gets (see the module).
+                ""
             }
         );
         std::fs::write(dir.path().join("pgbouncer.ini"), config).expect("pgbouncer.ini");
