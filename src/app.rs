@@ -118,6 +118,14 @@ impl App {
                 algorithm = auth.signing_algorithm(),
                 "signing access tokens"
             );
+            if settings.public_base_url.contains("://localhost") {
+                tracing::warn!(
+                    public_base_url = settings.public_base_url,
+                    "PUBLIC_BASE_URL is a localhost address: the discovery document sends other \
+                     services there for the keys, and it is the tokens' issuer; set it to where \
+                     they reach cerego"
+                );
+            }
         }
         let readiness = Readiness::new(db.clone(), settings.database.acquire_timeout);
         let state = AppState {

@@ -240,7 +240,8 @@ pub struct DatabaseSettings {
     /// default 5).
     pub query_timeout: Duration,
     /// Named prepared statements cached per PostgreSQL connection
-    /// (`DATABASE_STATEMENT_CACHE_CAPACITY`, 0..=10000, default 100); 0: unnamed statements only.
+    /// (`DATABASE_STATEMENT_CACHE_CAPACITY`, 0..=10000, default 100); 0: none kept between uses
+    /// (see `Pool::with_pg`).
     pub statement_cache_capacity: usize,
 }
 

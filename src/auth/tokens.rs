@@ -450,6 +450,15 @@ impl TokenKeys {
                 reason: "legacy: exp is past".into(),
             });
         }
+        // The FastAPI system's access tokens lived JWT_ACCESS_TOKEN_EXPIRE_MINUTES (the same
+        // setting); a token meant to live longer (a reset or verification link's token signed
+        // with the same secret) is not an access token.
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        if exp > now.saturating_add(ttl).saturating_add(LEEWAY_SECS) {
+            return Err(InvalidToken::invalid(
+                "legacy: expires later than an access token can",
+            ));
+        }
         if claims.sub.is_empty() || claims.sub.len() > 320 {
             return Err(InvalidToken::invalid("legacy: sub is empty or too long"));
         }

@@ -161,9 +161,10 @@ pub struct SettingsArgs {
           default_value_t = true, action = ArgAction::Set,
           value_parser = BlankIsDefault(BoolishValueParser::new()))]
     pub database_auto_migrate: bool,
-    /// Named prepared statements cached per PostgreSQL connection, 0..=10000; 0 uses unnamed
-    /// statements only, for PgBouncer in transaction mode without max_prepared_statements
-    /// (before 1.21).
+    /// Prepared statements cached per PostgreSQL connection, 0..=10000; 0 keeps none between
+    /// uses (each use runs in a transaction that starts by dropping the connection's prepared
+    /// statements), for PgBouncer in transaction mode without max_prepared_statements (before
+    /// 1.21); never 0 with max_prepared_statements.
     #[arg(long, env = "DATABASE_STATEMENT_CACHE_CAPACITY", global = true,
           help_heading = "Database", default_value_t = 100,
           value_parser = bounded::<usize>(0..=10_000))]
@@ -192,7 +193,8 @@ pub struct SettingsArgs {
           help_heading = "Access tokens", default_value_t = 30,
           value_parser = bounded::<u64>(1..=1440))]
     pub jwt_access_token_expire_minutes: u64,
-    /// When set, written into tokens as `iss` and required on them.
+    /// When set, written into tokens as `iss` and required on them. Unset with EdDSA, ES256 or
+    /// RS256: PUBLIC_BASE_URL, the issuer the discovery document names.
     #[arg(
         long,
         env = "JWT_ISSUER",
@@ -546,9 +548,14 @@ impl SettingsArgs {
             database,
             jwt: JwtSettings {
                 secret,
-                signing,
+                signing: signing.clone(),
                 access_token_ttl: Duration::from_secs(self.jwt_access_token_expire_minutes * 60),
-                issuer: text(self.jwt_issuer),
+                // With published keys, the discovery document names an issuer, and verifiers
+                // that read it (Spring, .NET, go-oidc) require tokens to carry the same `iss`.
+                issuer: text(self.jwt_issuer).or_else(|| {
+                    matches!(signing, Signing::KeysDir { .. })
+                        .then(|| self.public_base_url.trim_end_matches('/').to_owned())
+                }),
                 audience: text(self.jwt_audience),
                 accept_legacy_until: self.jwt_accept_legacy_until.and_then(|until| until.0),
             },

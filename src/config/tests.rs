@@ -329,6 +329,8 @@ fn asymmetric_algorithms_need_a_keys_dir_and_hmac_refuses_one() {
         ("RS256", jsonwebtoken::Algorithm::RS256),
     ] {
         let s = settings(&[("JWT_ALGORITHM", name), ("JWT_KEYS_DIR", "/keys")]).expect(name);
+        // The discovery document's issuer, which verifiers match against `iss`.
+        assert_eq!(s.jwt.issuer.as_deref(), Some("http://localhost:8000"));
         assert_eq!(
             s.jwt.signing,
             Signing::KeysDir {
@@ -366,4 +368,24 @@ fn shutdown_grace_and_the_statement_cache_have_their_defaults() {
     .expect("valid");
     assert_eq!(s.shutdown_grace, Duration::from_secs(5));
     assert_eq!(s.database.statement_cache_capacity, 0);
+}
+
+#[test]
+fn with_a_key_pair_the_issuer_defaults_to_the_public_base_url() {
+    let s = settings(&[
+        ("JWT_ALGORITHM", "EdDSA"),
+        ("JWT_KEYS_DIR", "/keys"),
+        ("PUBLIC_BASE_URL", "https://auth.example.com/"),
+    ])
+    .expect("valid");
+    assert_eq!(s.jwt.issuer.as_deref(), Some("https://auth.example.com"));
+    let s = settings(&[
+        ("JWT_ALGORITHM", "EdDSA"),
+        ("JWT_KEYS_DIR", "/keys"),
+        ("JWT_ISSUER", "cerego"),
+    ])
+    .expect("valid");
+    assert_eq!(s.jwt.issuer.as_deref(), Some("cerego"));
+    // HMAC keeps the FastAPI system's tokens: no `iss` unless configured.
+    assert_eq!(settings(&[]).expect("defaults").jwt.issuer, None);
 }

@@ -20,8 +20,8 @@
 //!    connections are refused and the balancer sends them to another replica;
 //! 2. every open connection finishes the request it is on (answered with `Connection: close`);
 //!    an idle keep-alive connection is closed, and one that was accepted but has not yet sent
-//!    its first byte is given the time to send one request (its header deadline) rather than
-//!    being closed under it;
+//!    its first byte, or is part-way through sending a request head, is given the time to send
+//!    that request (its header deadline) rather than being closed under it;
 //! 3. after `SHUTDOWN_GRACE_SECS`, whatever is still open is closed, and `serve` returns.
 
 mod io;
@@ -197,8 +197,19 @@ pub async fn serve(
         Ok(listener) => {
             let mut queued = 0usize;
             while let Ok(slot) = slots.clone().try_acquire_owned() {
-                let Ok((stream, peer)) = listener.accept() else {
-                    break; // WouldBlock: the queue is empty (or an error: nothing to take)
+                let (stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    // A client that gave up while queued: the next one may still be waiting.
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue;
+                    }
+                    // WouldBlock: the queue is empty (or the listener failed: nothing to take).
+                    Err(_) => break,
                 };
                 let Ok(stream) = stream
                     .set_nonblocking(true)
@@ -308,11 +319,12 @@ impl Connection {
             .min(self.shared.limits.idle_timeout);
         let check = tokio::time::sleep(step);
         tokio::pin!(check);
-        // Draining: `graceful_shutdown` once the connection has a request (see `awaits_first`).
+        // Draining: `graceful_shutdown` once the connection has a request (see
+        // `awaits_request_head`).
         let mut draining = false;
         let mut shut = false;
         let closed_for = loop {
-            if draining && !shut && !self.awaits_first_request() {
+            if draining && !shut && !self.awaits_request_head() {
                 shut = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -365,13 +377,15 @@ impl Connection {
         }
     }
 
-    /// Whether the connection was accepted but has not sent a byte yet. hyper's
-    /// `graceful_shutdown` closes such a connection at once, while the client (a load
-    /// balancer that connected just before the listener closed) may be sending its request:
-    /// closed under it, a POST could not be retried elsewhere. It keeps its header deadline.
-    fn awaits_first_request(&self) -> bool {
+    /// Whether the connection is waiting for a request head it was promised: it was accepted but
+    /// has not sent a byte yet, or part of a head has arrived. hyper's `graceful_shutdown`
+    /// closes such a connection at once (its keep-alive state is idle until a whole head is
+    /// parsed), while the client (a load balancer that connected just before the listener
+    /// closed) is sending its request: closed under it, a POST could not be retried elsewhere.
+    /// It keeps its header deadline instead, and is shut once the request is in.
+    fn awaits_request_head(&self) -> bool {
         let (phase, _, served) = self.state.phase();
-        phase == Phase::Idle && !served
+        phase == Phase::Head || (phase == Phase::Idle && !served)
     }
 
     /// The reason to close the connection now, or its next deadline (none while serving).

@@ -57,9 +57,10 @@ fn open(settings: &DatabaseSettings, create: bool) -> anyhow::Result<(Db, Option
                     ("statement_timeout", statement_timeout),
                     ("idle_in_transaction_session_timeout", idle_in_transaction),
                 ])
-                // 0: every query is an unnamed statement, parsed again each time and run in a
-                // transaction (see `Pool::with_pg`), which PgBouncer's transaction pooling can
-                // carry without max_prepared_statements.
+                // 0: every statement is parsed again on each use, and every use runs in a
+                // transaction that starts by dropping the connection's prepared statements (see
+                // `Pool::with_pg`), which PgBouncer's transaction pooling can carry without
+                // max_prepared_statements.
                 .statement_cache_capacity(settings.statement_cache_capacity);
             let pool = Pool::build(options, max_size(settings), deadlines(settings), "postgres")?
                 .pinning_statements(settings.statement_cache_capacity == 0);

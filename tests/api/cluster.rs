@@ -90,10 +90,9 @@ fn prerequisites() -> bool {
 
 /// A port that was free a moment ago: a replica keeps it across restarts.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    // Below the kernel's ephemeral range (32768 and up): a replica restarts on its port, and in
+    // the gap an outgoing connection (nginx's, another test's) must not be able to take it.
+    crate::signing_keys::free_port()
 }
 
 /// Whether something accepts TCP connections on `port`.

@@ -58,7 +58,12 @@ async fn pyjwt_verifies(backend: Backend, alg: Alg) {
     }
     let keys = tempfile::tempdir().expect("tempdir");
     let (key_path, _) = keys_generate(alg, keys.path());
-    let app = spawn_signing(backend, alg, keys.path(), at_own_url).await;
+    // As the settings make it with a key pair: the tokens' issuer is the discovery document's.
+    let app = spawn_signing(backend, alg, keys.path(), |s| {
+        at_own_url(s);
+        s.jwt.issuer = Some(s.public_base_url.clone());
+    })
+    .await;
     let user = app.create_user("ada").await;
     let id = user["id"].as_i64().expect("id").to_string();
     let token = app.token_for("ada").await;

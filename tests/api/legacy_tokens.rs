@@ -30,12 +30,13 @@ fn legacy_with(alg: Algorithm, secret: &str, claims: &Value) -> String {
     .expect("sign")
 }
 
-/// A FastAPI token for `sub`, valid for a day from `now`.
+/// A FastAPI token for `sub`, valid for 25 minutes from `now` (the FastAPI system's tokens live
+/// `JWT_ACCESS_TOKEN_EXPIRE_MINUTES`, 30 in the tests).
 fn legacy(sub: &str, now: i64) -> String {
     legacy_with(
         Algorithm::HS256,
         TEST_SECRET,
-        &json!({ "sub": sub, "exp": now + 86_400 }),
+        &json!({ "sub": sub, "exp": now + 1500 }),
     )
 }
 
@@ -74,8 +75,9 @@ db_tests! {
         }
 
         app.advance_clock(Duration::from_secs(2 * 3600));
+        let now = app.clock_now();
         for sub in &subjects {
-            // Issued before the cut-over and unexpired: refused all the same.
+            // Unexpired, but past the cut-over: refused all the same.
             assert_rejected_with(&app, &legacy(sub, now), INVALID, sub).await;
         }
         assert_eq!(app.metric(ACCEPTED).await, 3.0, "refusals are not counted");
@@ -147,6 +149,9 @@ db_tests! {
         kid.kid = Some("k1".to_owned());
         let cases = [
             ("expired an hour ago", sign(json!({ "sub": "ada", "exp": now - 3600 }))),
+            // Longer-lived than any access token (a FastAPI reset link's token, say).
+            ("living a day", sign(json!({ "sub": "ada", "exp": now + 86_400 }))),
+            ("living 31 minutes", sign(json!({ "sub": "ada", "exp": now + 31 * 60 + 31 }))),
             ("no exp", sign(json!({ "sub": "ada" }))),
             ("no sub", sign(json!({ "exp": now + 600 }))),
             ("empty sub", sign(json!({ "sub": "", "exp": now + 600 }))),

@@ -37,7 +37,8 @@ def main() -> int:
             token,
             signing_key.key,
             algorithms=algorithms,
-            options={"require": ["exp", "iat", "sub"]},
+            issuer=discovery["issuer"],
+            options={"require": ["exp", "iat", "sub", "iss"]},
         )
     except jwt.PyJWTError as err:
         print(f"rejected: {type(err).__name__}: {err}", file=sys.stderr)
