@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{GOOD_PASSWORD, postgres_url, random_hex};
+use crate::helpers::{GOOD_PASSWORD, postgres_url, random_hex, redis_answers, required};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cerego");
 const SHARED_REDIS: &str = "127.0.0.1:6379";
@@ -32,16 +32,16 @@ const SHARED_REDIS: &str = "127.0.0.1:6379";
 /// address a replica directly with `X-Forwarded-For`).
 const TRUSTED_PROXIES: &str = "127.0.0.1/32";
 
-/// Whether `requirement` is met; with `CI` set, a missing requirement fails the test instead.
-fn required(met: bool, requirement: &str) -> bool {
-    if !met {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "CI is set but {requirement} is missing: the cluster tests must run in CI"
-        );
-        eprintln!("SKIPPED: {requirement} is missing");
-    }
-    met
+/// `cerego migrate` on `url`, with nothing else in its environment.
+fn migrate(url: &str) -> std::process::Output {
+    Command::new(BIN)
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("cerego migrate")
 }
 
 /// Where `name` is: on `PATH`, or in the `sbin` directories Debian installs daemons to (often
@@ -63,21 +63,6 @@ fn installed(program: &str, args: &[&str]) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Whether a Redis answers `PING` at `address`.
-fn redis_answers(address: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(
-        &address.parse().expect("address"),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
 }
 
 /// PostgreSQL (`TEST_DATABASE_URL`), the shared Redis and nginx: what every test here needs.

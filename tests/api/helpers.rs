@@ -869,3 +869,32 @@ impl TestApp {
         i64::try_from(now.unix_timestamp_nanos() / 1_000).expect("in range")
     }
 }
+
+/// Whether `requirement` (a tool, a service) is met. Without it a test is skipped with a notice,
+/// except with `CI` set, where it fails: a test whose subject did not run must not pass in CI.
+pub fn required(met: bool, requirement: &str) -> bool {
+    if !met {
+        assert!(
+            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+            "CI is set but {requirement} is missing: this test must run in CI"
+        );
+        eprintln!("SKIPPED: {requirement} is missing");
+    }
+    met
+}
+
+/// Whether a Redis answers `PING` at `address`.
+pub fn redis_answers(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(
+        &address.parse().expect("address"),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}

@@ -9,9 +9,9 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 use crate::db_tests;
-use crate::helpers::Backend;
+use crate::helpers::{Backend, required};
 use crate::signing_keys::{
-    Alg, at_own_url, jwt_part, keys_generate, kid_of, mint, required, signer, spawn_signing,
+    Alg, at_own_url, jwt_part, keys_generate, kid_of, mint, signer, spawn_signing,
 };
 
 /// The script, from the repository.

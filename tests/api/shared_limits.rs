@@ -7,8 +7,6 @@
 //! secret. The outage tests start a private `redis-server` on a free port and kill it. Without
 //! Redis these tests are skipped with a notice, except under `CI`, where they fail.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,38 +14,11 @@ use serde_json::json;
 
 use crate::faults::Cerego;
 use crate::helpers::{
-    assert_detail, assert_no_rate_limit_fields, assert_refused, metric_at, random_hex, rule_names,
-    rule_state,
+    assert_detail, assert_no_rate_limit_fields, assert_refused, metric_at, random_hex,
+    redis_answers, required, rule_names, rule_state,
 };
 
 const SHARED_REDIS: &str = "127.0.0.1:6379";
-
-/// Whether `requirement` is met; with `CI` set, a missing requirement fails the test instead.
-fn required(met: bool, requirement: &str) -> bool {
-    if !met {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "CI is set but {requirement} is missing: the Redis tests must run in CI"
-        );
-        eprintln!("SKIPPED: {requirement} is missing");
-    }
-    met
-}
-
-/// Whether a Redis answers `PING` at `address`.
-fn redis_answers(address: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(
-        &address.parse().expect("address"),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
-}
 
 /// A `redis-server` of this test's own, on a port of its own, with nothing saved to disk.
 struct PrivateRedis {

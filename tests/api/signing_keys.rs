@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::db_tests;
-use crate::helpers::{Backend, TEST_SECRET, TestApp, assert_detail, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, TEST_SECRET, TestApp, assert_detail, required, spawn_app, spawn_app_with,
+};
 use crate::me::{INVALID, assert_rejected_with};
 use crate::process::command;
 
@@ -56,19 +58,6 @@ impl Alg {
             Self::Rs256 => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         }
     }
-}
-
-/// Whether `requirement` is met; with `CI` set, a missing requirement fails the test instead
-/// (as in `shared_limits.rs`): a test whose subject did not run must not pass in CI.
-pub(crate) fn required(met: bool, requirement: &str) -> bool {
-    if !met {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "CI is set but {requirement} is missing: this test must run in CI"
-        );
-        eprintln!("SKIPPED: {requirement} is missing");
-    }
-    met
 }
 
 /// Whether the `openssl` command is installed (skipped locally without it, a failure in CI).

@@ -24,10 +24,10 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Row};
 
 use super::{
-    BIN, Replica, client, free_port, fresh_secret, get_authed, listening, log_in, post,
-    prerequisites, refreshed, required, running_as_root, shared_env, sign_up, tool,
+    Replica, client, free_port, fresh_secret, get_authed, listening, log_in, post, prerequisites,
+    refreshed, running_as_root, shared_env, sign_up, tool,
 };
-use crate::helpers::{Backend, GOOD_PASSWORD, TestDb, assert_detail};
+use crate::helpers::{Backend, GOOD_PASSWORD, TestDb, assert_detail, required};
 
 /// Server connections PgBouncer opens per database and user: fewer than the replicas' pools
 /// hold between them, so they are shared.
@@ -231,14 +231,7 @@ async fn the_core_flows_work_through_pgbouncer_in_transaction_mode() {
     let database = postgres.path().trim_start_matches('/').to_owned();
 
     // Migrations straight to PostgreSQL, never through PgBouncer.
-    let migrate = Command::new(BIN)
-        .arg("migrate")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db.url())
-        .env("LOG_FORMAT", "json")
-        .output()
-        .expect("cerego migrate");
+    let migrate = super::migrate(&db.url());
     assert!(
         migrate.status.success(),
         "{}",

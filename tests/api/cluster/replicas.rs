@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    BIN, Cluster, Replica, client, free_port, fresh_secret, get_authed, log_in, post,
-    prerequisites, refreshed, shared_env, sign_up,
+    Cluster, Replica, client, free_port, fresh_secret, get_authed, log_in, post, prerequisites,
+    refreshed, shared_env, sign_up,
 };
 use crate::helpers::{Backend, GOOD_PASSWORD, TestDb, assert_detail, assert_refused, rule_state};
 
@@ -207,14 +207,7 @@ async fn replicas_starting_together_on_a_fresh_database_migrate_it_once() {
         db.scalar("SELECT count(*) FROM _sqlx_migrations").await,
         rows
     );
-    let migrate = std::process::Command::new(BIN)
-        .arg("migrate")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db.url())
-        .env("LOG_FORMAT", "json")
-        .output()
-        .expect("cerego migrate");
+    let migrate = super::migrate(&db.url());
     assert!(migrate.status.success());
     let said = String::from_utf8_lossy(&migrate.stdout);
     let expected = format!("applied 0 migrations ({files} already applied)");
